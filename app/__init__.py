@@ -1,0 +1,8 @@
+"""The rate-limiting service: settings from the environment, the application, the process."""
+
+from __future__ import annotations
+
+from app.service import make_app
+from app.settings import Settings, SettingsError
+
+__all__ = ["Settings", "SettingsError", "make_app"]

@@ -1,0 +1,149 @@
+"""Token-bucket maths: the reference model every backend follows.
+
+Pure functions over a bucket's state (tokens, stamp); backends only store and load that state, so the
+Lua script in ``lua/token_bucket.lua`` mirrors ``take`` operation for operation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import NamedTuple
+
+_POLICY_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def _positive_finite(field: str, value: object) -> float:
+    """Return ``value`` as a float, or raise ValueError naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        message = f"{field} must be a finite number > 0, got {value!r}"
+        raise ValueError(message)
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        message = f"{field} must be a finite number > 0, got {value!r}"
+        raise ValueError(message)
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A token bucket's shape: ``capacity`` tokens of burst, refilled at ``refill_rate`` per second.
+
+    ``name`` keeps buckets of different policies apart and is shown in the RateLimit headers, so it
+    is limited to 1-64 characters of ``A-Z a-z 0-9 _ . -``.
+    """
+
+    capacity: float
+    refill_rate: float
+    name: str = "default"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "capacity", _positive_finite("capacity", self.capacity))
+        object.__setattr__(self, "refill_rate", _positive_finite("refill_rate", self.refill_rate))
+        if not isinstance(self.name, str) or not _POLICY_NAME.fullmatch(self.name):
+            message = f"name must be 1-64 characters of A-Z a-z 0-9 _ . -, got {self.name!r}"
+            raise ValueError(message)
+
+    @property
+    def fill_time(self) -> float:
+        """Seconds an empty bucket takes to become full."""
+        return self.capacity / self.refill_rate
+
+
+class Decision(NamedTuple):
+    """The answer to one request for tokens."""
+
+    allowed: bool  # whether the request may proceed
+    remaining: float  # tokens left in the bucket after this decision
+    retry_after: float  # seconds until this same request would be allowed; 0 when allowed
+    reset_after: float  # seconds until the bucket is full again
+    limit: float  # the policy's capacity
+    degraded: bool = False  # True when a fallback, not the primary backend, decided
+
+
+class BucketState(NamedTuple):
+    """What a backend stores for one key."""
+
+    tokens: float  # tokens in the bucket at ``stamp``
+    stamp: float  # seconds since the epoch at which ``tokens`` was counted; never moves back
+
+
+def validate_cost(cost: object, policy: Policy) -> float:
+    """Return ``cost`` as a float, or raise ValueError unless 0 < cost <= capacity."""
+    number = _positive_finite("cost", cost)
+    if number > policy.capacity:
+        message = f"cost must be at most the policy's capacity {policy.capacity:g}, got {cost!r}"
+        raise ValueError(message)
+    return number
+
+
+def validate_now(now: object) -> float:
+    """Return an explicit ``now`` as a float, or raise ValueError unless it is a finite number."""
+    if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
+        message = f"now must be a finite number of seconds since the epoch, got {now!r}"
+        raise ValueError(message)
+    return float(now)
+
+
+def refill(state: BucketState, now: float, policy: Policy) -> BucketState:
+    """The state at ``now``: tokens added for the time since ``stamp``; time going back adds none."""
+    elapsed = max(0.0, now - state.stamp)
+    tokens = min(policy.capacity, state.tokens + elapsed * policy.refill_rate)
+    return BucketState(tokens, max(state.stamp, now))
+
+
+def take(state: BucketState | None, now: float, policy: Policy, cost: float) -> tuple[bool, BucketState]:
+    """Refill, then take ``cost`` tokens if there are enough.
+
+    Returns whether it was allowed and the state after the decision. A missing state is a full bucket.
+    Backends store the new state only when the request was allowed: a denial changes nothing.
+    """
+    current = refill(state, now, policy) if state is not None else BucketState(policy.capacity, now)
+    if current.tokens >= cost:
+        return True, BucketState(current.tokens - cost, current.stamp)
+    return False, current
+
+
+def full_after(state: BucketState, now: float, policy: Policy) -> float:
+    """Seconds from ``now`` until the bucket in ``state`` is full again."""
+    return max(0.0, state.stamp - now) + (policy.capacity - state.tokens) / policy.refill_rate
+
+
+def wait_for(state: BucketState, now: float, policy: Policy, cost: float) -> float:
+    """Seconds from ``now`` until ``cost`` tokens are there: the least wait after which ``take`` passes.
+
+    The closed form is usually exact, but floating point can put it a rounding error short (or, for
+    huge buckets that absorb small refills, further), so it is checked against ``refill`` itself and,
+    when short, searched forward: doubling steps to overshoot, then bisection back to the least wait.
+    """
+
+    def enough(wait: float) -> bool:
+        return refill(state, now + wait, policy).tokens >= cost
+
+    wait = max(0.0, state.stamp - now) + (cost - state.tokens) / policy.refill_rate
+    if enough(wait):
+        return wait
+    short, step = wait, math.ulp(now + wait)
+    while not enough(wait):
+        short, wait, step = wait, wait + step, step * 2
+    while True:  # short fails, wait passes: narrow down to adjacent representable times
+        middle = short + (wait - short) / 2
+        if middle in (short, wait) or now + middle in (now + short, now + wait):
+            return wait
+        if enough(middle):
+            wait = middle
+        else:
+            short = middle
+
+
+def decide(allowed: bool, state: BucketState, now: float, policy: Policy, cost: float) -> Decision:
+    """The Decision for the outcome of ``take`` at ``now``."""
+    retry_after = 0.0 if allowed else wait_for(state, now, policy, cost)
+    return Decision(
+        allowed=allowed,
+        remaining=state.tokens,
+        retry_after=retry_after,
+        reset_after=full_after(state, now, policy),
+        limit=policy.capacity,
+    )

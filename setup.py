@@ -1,0 +1,33 @@
+"""Packaging: the service (app), its Tornado glue (handlers), the core (limiter) and its Lua (lua)."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+setup(
+    name="tornado-rate-limiter",
+    version="0.1.0",
+    description="A distributed token-bucket rate limiter for Tornado, kept in Redis, with a local fallback",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["app", "handlers", "limiter", "lua"],
+    package_data={"limiter": ["py.typed"], "handlers": ["py.typed"], "lua": ["*.lua"]},
+    include_package_data=False,
+    install_requires=[
+        "tornado>=6.3",
+        "redis[hiredis]>=5.0.1",
+        "prometheus-client>=0.17",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",  # pytest-tornado still uses hooks that pytest 10 removes
+            "pytest-tornado>=0.8.1",
+            "hypothesis>=6.100",
+            "setuptools>=61",  # the wheel test builds the package without network
+            "wheel",
+        ],
+        "dev": ["mypy==2.4.1", "ruff==0.17.6"],  # pinned: `make check` must not change with a release
+    },
+    zip_safe=False,
+)
