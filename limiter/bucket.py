@@ -96,32 +96,35 @@ def refill(state: BucketState, now: float, policy: Policy) -> BucketState:
 def take(state: BucketState | None, now: float, policy: Policy, cost: float) -> tuple[bool, BucketState]:
     """Refill, then take ``cost`` tokens if there are enough.
 
-    Returns whether it was allowed and the state after the decision. A missing state is a full bucket.
-    Backends store the new state only when the request was allowed: a denial changes nothing.
+    Returns whether the request is allowed and the state to keep: the new state when allowed, and the
+    stored state untouched when denied (a denial writes nothing). A missing state is a full bucket.
     """
-    current = refill(state, now, policy) if state is not None else BucketState(policy.capacity, now)
+    stored = state if state is not None else BucketState(policy.capacity, now)
+    current = refill(stored, now, policy)
     if current.tokens >= cost:
         return True, BucketState(current.tokens - cost, current.stamp)
-    return False, current
+    return False, stored
 
 
 def full_after(state: BucketState, now: float, policy: Policy) -> float:
-    """Seconds from ``now`` until the bucket in ``state`` is full again."""
+    """Seconds from ``now`` until the bucket in ``state`` (as refilled to ``now``) is full again."""
     return max(0.0, state.stamp - now) + (policy.capacity - state.tokens) / policy.refill_rate
 
 
-def wait_for(state: BucketState, now: float, policy: Policy, cost: float) -> float:
+def wait_for(kept: BucketState, now: float, policy: Policy, cost: float) -> float:
     """Seconds from ``now`` until ``cost`` tokens are there: the least wait after which ``take`` passes.
 
-    The closed form is usually exact, but floating point can put it a rounding error short (or, for
-    huge buckets that absorb small refills, further), so it is checked against ``refill`` itself and,
-    when short, searched forward: doubling steps to overshoot, then bisection back to the least wait.
+    ``kept`` is the state as stored. The closed form is usually exact, but floating point can put it a
+    rounding error short (or, for huge buckets that absorb small refills, further), so it is checked
+    against ``refill`` itself and, when short, searched forward: doubling steps to overshoot, then
+    bisection back to the least wait.
     """
 
     def enough(wait: float) -> bool:
-        return refill(state, now + wait, policy).tokens >= cost
+        return refill(kept, now + wait, policy).tokens >= cost
 
-    wait = max(0.0, state.stamp - now) + (cost - state.tokens) / policy.refill_rate
+    current = refill(kept, now, policy)
+    wait = max(0.0, current.stamp - now) + (cost - current.tokens) / policy.refill_rate
     if enough(wait):
         return wait
     short, step = wait, math.ulp(now + wait)
@@ -137,13 +140,13 @@ def wait_for(state: BucketState, now: float, policy: Policy, cost: float) -> flo
             short = middle
 
 
-def decide(allowed: bool, state: BucketState, now: float, policy: Policy, cost: float) -> Decision:
-    """The Decision for the outcome of ``take`` at ``now``."""
-    retry_after = 0.0 if allowed else wait_for(state, now, policy, cost)
+def decide(allowed: bool, kept: BucketState, now: float, policy: Policy, cost: float) -> Decision:
+    """The Decision for the outcome of ``take`` at ``now``, from the state it kept."""
+    current = refill(kept, now, policy)
     return Decision(
         allowed=allowed,
-        remaining=state.tokens,
-        retry_after=retry_after,
-        reset_after=full_after(state, now, policy),
+        remaining=current.tokens,
+        retry_after=0.0 if allowed else wait_for(kept, now, policy, cost),
+        reset_after=full_after(current, now, policy),
         limit=policy.capacity,
     )

@@ -91,15 +91,15 @@ class LocalBackend:
             entries = shard.entries
             entry = entries.get(bucket_key)
             state = BucketState(entry.tokens, entry.stamp) if entry is not None else None
-            allowed, new_state = take(state, now, policy, cost)
+            allowed, kept = take(state, now, policy, cost)
             if allowed:
-                expires_at = now + full_after(new_state, now, policy) + self._slack
-                entries[bucket_key] = _Entry(new_state.tokens, new_state.stamp, expires_at)
+                expires_at = now + full_after(kept, now, policy) + self._slack
+                entries[bucket_key] = _Entry(kept.tokens, kept.stamp, expires_at)
             if entry is not None:
                 entries.move_to_end(bucket_key)
             elif allowed:
                 self._make_room(entries, now)
-        return decide(allowed, new_state, now, policy, cost)
+        return decide(allowed, kept, now, policy, cost)
 
     def _make_room(self, entries: OrderedDict[str, _Entry], now: float) -> None:
         """After an insert: drop a few expired entries from the cold end, then evict down to the bound."""

@@ -10,8 +10,9 @@
 --                        is the one clock that every app server shares
 -- ARGV[5]  slack_ms      milliseconds the key outlives the moment its bucket is full again
 --
--- Reply: { allowed (1 or 0), tokens after the decision, stamp, now }, the numbers as %.17g strings
--- (a Lua number in a reply is cut to an integer).
+-- Reply: { allowed (1 or 0), tokens, stamp, now }: the bucket as stored after the decision (the new
+-- state when allowed, the stored one untouched when denied) and the time used, the numbers as %.17g
+-- strings (a Lua number in a reply is cut to an integer). limiter/bucket.py:decide derives the rest.
 --
 -- Writes only when the request is allowed (a denial changes nothing), with SET ... PX, so no key is
 -- ever left without a TTL and an idle key disappears once its bucket would be full again.
@@ -38,17 +39,17 @@ end
 if tokens == nil or stamp == nil then
   -- A key never seen, expired, or not written by this script: a full bucket.
   tokens, stamp = capacity, now
-else
-  local elapsed = now - stamp
-  if elapsed < 0 then elapsed = 0 end
-  tokens = math.min(capacity, tokens + elapsed * refill_rate)
-  if now > stamp then stamp = now end
 end
 
+local elapsed = now - stamp
+if elapsed < 0 then elapsed = 0 end
+local available = math.min(capacity, tokens + elapsed * refill_rate)
+
 local allowed = 0
-if tokens >= cost then
+if available >= cost then
   allowed = 1
-  tokens = tokens - cost
+  tokens = available - cost
+  if now > stamp then stamp = now end
   local full_after = (stamp - now) + (capacity - tokens) / refill_rate
   local ttl_ms = math.min(MAX_TTL_MS, math.max(1, math.ceil(full_after * 1000) + slack_ms))
   redis.call('SET', KEYS[1], string.format('%.17g %.17g', tokens, stamp),

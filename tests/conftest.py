@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Awaitable, Iterator
 from typing import TypeVar
@@ -17,8 +18,11 @@ T = TypeVar("T")
 
 # Redis round trips make examples slower than pure Python ones: no per-example deadline, and the
 # function-scoped fixtures are fine because every example uses keys of its own.
-settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-settings.load_profile("default")
+# HYPOTHESIS_PROFILE=thorough runs ten times the examples, for a deeper search before a release.
+_HEALTH = [HealthCheck.function_scoped_fixture]
+settings.register_profile("default", max_examples=300, deadline=None, suppress_health_check=_HEALTH)
+settings.register_profile("thorough", max_examples=3000, deadline=None, suppress_health_check=_HEALTH)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")
