@@ -18,6 +18,7 @@ setup(
         "tornado>=6.3",
         "redis[hiredis]>=5.0.1",
         "prometheus-client>=0.17",
+        "PyJWT>=2.8",
     ],
     extras_require={
         "test": [

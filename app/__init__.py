@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.service import make_app
+from app.service import ServiceApplication, build_limiter, make_app
 from app.settings import Settings, SettingsError
 
-__all__ = ["Settings", "SettingsError", "make_app"]
+__all__ = ["ServiceApplication", "Settings", "SettingsError", "build_limiter", "make_app"]

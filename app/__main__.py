@@ -6,20 +6,32 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 
 import tornado.httpserver
 
-from app.service import make_app
+from app.service import ServiceApplication, make_app
 from app.settings import Settings, SettingsError
-from limiter import RedisBackend
+from handlers import SETTINGS_KEY
 
 log = logging.getLogger("app")
+# A platform sends SIGKILL 30 s after SIGTERM: requests in flight get this long, the rest is margin.
+DRAIN_SECONDS = 10.0
+MAX_BODY_BYTES = 1024 * 1024
+
+
+async def drain(application: ServiceApplication, deadline: float) -> None:
+    """Wait until no request is in flight, or until ``deadline`` (time.monotonic())."""
+    while application.in_flight > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    if application.in_flight > 0:
+        log.warning("stopping with %d request(s) still in flight", application.in_flight)
 
 
 async def serve(settings: Settings) -> None:
-    """Listen until SIGTERM or SIGINT, then stop accepting, let requests in flight finish, close Redis."""
+    """Listen until SIGTERM or SIGINT; then stop accepting, finish requests in flight, close Redis."""
     application = make_app(settings)
-    server = tornado.httpserver.HTTPServer(application)
+    server = tornado.httpserver.HTTPServer(application, max_body_size=MAX_BODY_BYTES)
     server.listen(settings.port, settings.host)
     log.info("listening on %s:%d", settings.host, settings.port)
     stop = asyncio.Event()
@@ -27,12 +39,11 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("stopping: no new connections, finishing requests in flight")
+    log.info("stopping: no new connections; finishing %d request(s) in flight", application.in_flight)
     server.stop()
-    await asyncio.wait_for(server.close_all_connections(), timeout=20)
-    backend = application.settings["limiter_backend"]
-    if isinstance(backend, RedisBackend):
-        await backend.close()
+    await drain(application, time.monotonic() + DRAIN_SECONDS)
+    await server.close_all_connections()
+    await application.settings[SETTINGS_KEY].limiter.close()
     log.info("stopped")
 
 

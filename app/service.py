@@ -1,18 +1,104 @@
-"""make_app(settings): the Tornado application with its routes and its limiter."""
+"""make_app(settings): the Tornado application with its routes, its limiter and its metrics."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import tornado.httputil
 import tornado.web
 
-from app.backend import build_backend
 from app.settings import Settings
-from handlers import HealthHandler
-from limiter import LocalBackend, RedisBackend
+from handlers import SETTINGS_KEY, ClientAddressResolver, RateLimitConfig
+from handlers.service import EchoHandler, HealthHandler, MetricsHandler, NotFoundHandler, WhoAmIHandler
+from limiter import LimiterMetrics, LocalBackend, RateLimiter, RedisBackend
+
+log = logging.getLogger("app")
 
 
-def make_app(settings: Settings, backend: LocalBackend | RedisBackend | None = None) -> tornado.web.Application:
-    """Build the application; ``backend`` overrides the one the settings choose (tests pass their own)."""
-    backend = backend if backend is not None else build_backend(settings)
-    application = tornado.web.Application([(r"/health", HealthHandler, {"backend": backend})])
-    application.settings["limiter_backend"] = backend
-    return application
+def build_limiter(settings: Settings) -> RateLimiter:
+    """The limiter the settings ask for; says once in the log which backend decides."""
+    if settings.redis_url is None:
+        log.info("REDIS_URL is not set: limits are kept in this process's memory (LocalBackend)")
+        primary: LocalBackend | RedisBackend = LocalBackend()
+    else:
+        log.info("limits are kept in Redis (RedisBackend), failure strategy: %s", settings.failure_strategy)
+        primary = RedisBackend.from_url(settings.redis_url)
+    return RateLimiter(primary, failure_strategy=settings.failure_strategy, metrics=LimiterMetrics())
+
+
+def rate_limit_config(settings: Settings, limiter: RateLimiter) -> RateLimitConfig:
+    """What the RateLimitedHandlers of the application share."""
+    return RateLimitConfig(
+        limiter=limiter,
+        policies={"ip": settings.ip_policy, "user": settings.user_policy},
+        resolver=ClientAddressResolver(settings.trusted_proxies, settings.trusted_hops),
+        forwarded_header=settings.forwarded_header,
+        ipv6_prefix=settings.ipv6_prefix,
+        jwt_secret=settings.jwt_secret,
+    )
+
+
+class _CountedRequest(tornado.httputil.HTTPMessageDelegate):
+    """Passes a request through, counting it in flight from its headers until its handler logs it.
+
+    Counting starts at the headers, not at start_request: a keep-alive connection starts a request that
+    never comes and is never told when the client goes away.
+    """
+
+    def __init__(self, inner: tornado.httputil.HTTPMessageDelegate, application: ServiceApplication) -> None:
+        self.inner, self.application = inner, application
+        self.counted = False
+
+    def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> Any:
+        self.application.in_flight += 1
+        self.counted = True
+        return self.inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Any:
+        return self.inner.data_received(chunk)
+
+    def finish(self) -> None:
+        self.inner.finish()  # the handler runs now; log_request marks its end
+
+    def on_connection_close(self) -> None:
+        self.inner.on_connection_close()
+        if self.counted:  # closed before the handler ran: it never logs
+            self.application.in_flight -= 1
+
+
+class ServiceApplication(tornado.web.Application):
+    """An Application that counts requests in flight, so a shutdown can wait for them to finish."""
+
+    in_flight = 0
+
+    def start_request(self, server_conn: object, request_conn: tornado.httputil.HTTPConnection) -> Any:
+        return _CountedRequest(super().start_request(server_conn, request_conn), self)
+
+    def log_request(self, handler: tornado.web.RequestHandler) -> None:
+        self.in_flight -= 1
+        super().log_request(handler)
+
+
+def make_app(
+    settings: Settings,
+    routes: Sequence[Any] = (),
+    limiter: RateLimiter | None = None,
+    **tornado_settings: Any,
+) -> ServiceApplication:
+    """The service: /health, /metrics, /api/whoami, /api/echo, plus ``routes`` of your own.
+
+    ``limiter`` overrides the one the settings build (tests pass their own); ``tornado_settings`` go to
+    the Application.
+    """
+    limiter = limiter if limiter is not None else build_limiter(settings)
+    service_routes = [
+        (r"/health", HealthHandler),
+        (r"/metrics", MetricsHandler),
+        (r"/api/whoami", WhoAmIHandler),
+        (r"/api/echo", EchoHandler),
+    ]
+    options: dict[str, Any] = {"default_handler_class": NotFoundHandler, **tornado_settings}
+    options[SETTINGS_KEY] = rate_limit_config(settings, limiter)
+    return ServiceApplication([*service_routes, *routes], **options)

@@ -2,32 +2,81 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from limiter import Policy
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SettingsError(ValueError):
     """An environment variable has a value the service cannot use; the message names it."""
 
 
+def _raw(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name, "").strip()
+    return value or None
+
+
+def _fail(name: str, raw: str, expected: str) -> SettingsError:
+    return SettingsError(f"{name}={raw!r} is not valid: expected {expected}")
+
+
 def _integer(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
+    raw = _raw(environ, name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
+        raise _fail(name, raw, f"a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _rate(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = _raw(environ, name)
+    if raw is None:
         return default
     try:
-        value = int(raw)
+        value = float(raw)
     except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        message = f"{name}={raw!r} is not valid: expected a whole number from {low} to {high}"
-        raise SettingsError(message)
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise _fail(name, raw, "a number of tokens per second > 0, such as 0.5 or 10")
     return value
 
 
-def _text(environ: Mapping[str, str], name: str) -> str | None:
-    raw = environ.get(name, "").strip()
-    return raw or None
+def _choice(environ: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = _raw(environ, name)
+    if raw is None:
+        return default
+    if raw.lower() not in choices:
+        raise _fail(name, raw, " or ".join(choices))
+    return raw.lower()
+
+
+def _networks(environ: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+    raw = _raw(environ, name)
+    if raw is None:
+        return ()
+    networks = []
+    for part in raw.split(","):
+        try:
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise _fail(name, raw, "a comma-separated list of addresses or CIDRs, such as 10.0.0.0/8,::1") from None
+    return tuple(networks)
+
+
+def _secret(environ: Mapping[str, str], name: str) -> str | None:
+    raw = _raw(environ, name)
+    if raw is not None and len(raw.encode("utf-8")) < 32:
+        # Not echoed back: it is a secret, even a bad one.
+        message = f"{name} is not valid: expected at least 32 bytes (an HS256 key shorter than its hash is weak)"
+        raise SettingsError(message)
+    return raw
 
 
 @dataclass(frozen=True)
@@ -37,12 +86,44 @@ class Settings:
     port: int = 8080  # PORT
     host: str = "0.0.0.0"  # HOST
     redis_url: str | None = None  # REDIS_URL; unset: the in-memory backend
+    ip_capacity: int = 60  # RATE_LIMIT_CAPACITY: burst per client address
+    ip_refill_rate: float = 1.0  # RATE_LIMIT_REFILL_RATE: tokens per second per client address
+    user_capacity: int = 120  # RATE_LIMIT_USER_CAPACITY: burst per authenticated user
+    user_refill_rate: float = 2.0  # RATE_LIMIT_USER_REFILL_RATE: tokens per second per user
+    failure_strategy: str = "open"  # RATE_LIMIT_FAILURE_STRATEGY: "open" or "closed" when Redis fails
+    trusted_proxies: tuple[IPNetwork, ...] = ()  # RATE_LIMIT_TRUSTED_PROXIES
+    trusted_hops: int = 0  # RATE_LIMIT_TRUSTED_HOPS
+    forwarded_header: str = "x-forwarded-for"  # RATE_LIMIT_FORWARDED_HEADER: or "forwarded"
+    ipv6_prefix: int = 64  # RATE_LIMIT_IPV6_PREFIX
+    jwt_secret: str | None = None  # JWT_SECRET; unset: every client is anonymous
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Read and check every variable; raises SettingsError naming the first bad one."""
         return cls(
             port=_integer(environ, "PORT", cls.port, 1, 65535),
-            host=_text(environ, "HOST") or cls.host,
-            redis_url=_text(environ, "REDIS_URL"),
+            host=_raw(environ, "HOST") or cls.host,
+            redis_url=_raw(environ, "REDIS_URL"),
+            ip_capacity=_integer(environ, "RATE_LIMIT_CAPACITY", cls.ip_capacity, 1, 10**9),
+            ip_refill_rate=_rate(environ, "RATE_LIMIT_REFILL_RATE", cls.ip_refill_rate),
+            user_capacity=_integer(environ, "RATE_LIMIT_USER_CAPACITY", cls.user_capacity, 1, 10**9),
+            user_refill_rate=_rate(environ, "RATE_LIMIT_USER_REFILL_RATE", cls.user_refill_rate),
+            failure_strategy=_choice(environ, "RATE_LIMIT_FAILURE_STRATEGY", cls.failure_strategy, ("open", "closed")),
+            trusted_proxies=_networks(environ, "RATE_LIMIT_TRUSTED_PROXIES"),
+            trusted_hops=_integer(environ, "RATE_LIMIT_TRUSTED_HOPS", cls.trusted_hops, 0, 16),
+            forwarded_header=_choice(
+                environ, "RATE_LIMIT_FORWARDED_HEADER", cls.forwarded_header, ("x-forwarded-for", "forwarded")
+            ),
+            ipv6_prefix=_integer(environ, "RATE_LIMIT_IPV6_PREFIX", cls.ipv6_prefix, 32, 128),
+            jwt_secret=_secret(environ, "JWT_SECRET"),
         )
+
+    @property
+    def ip_policy(self) -> Policy:
+        """The bucket of each anonymous client."""
+        return Policy(self.ip_capacity, self.ip_refill_rate, name="ip")
+
+    @property
+    def user_policy(self) -> Policy:
+        """The bucket of each authenticated user."""
+        return Policy(self.user_capacity, self.user_refill_rate, name="user")

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from limiter.bucket import Decision, Policy
 from limiter.errors import BackendError, RateLimiterError
+from limiter.limiter import RateLimiter
 from limiter.local import LocalBackend
+from limiter.metrics import LimiterMetrics
 from limiter.redis import RedisBackend
 
-__all__ = ["BackendError", "Decision", "LocalBackend", "Policy", "RateLimiterError", "RedisBackend"]
+__all__ = [
+    "BackendError",
+    "Decision",
+    "LimiterMetrics",
+    "LocalBackend",
+    "Policy",
+    "RateLimiter",
+    "RateLimiterError",
+    "RedisBackend",
+]

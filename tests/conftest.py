@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Awaitable, Iterator
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, settings
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.ioloop import IOLoop
 
-from limiter import Decision, LocalBackend, Policy, RedisBackend
+from app import ServiceApplication, Settings, make_app
+from limiter import Decision, LimiterMetrics, LocalBackend, Policy, RateLimiter, RedisBackend
 from tests.redis_process import RedisProcess
 
 T = TypeVar("T")
@@ -82,3 +85,57 @@ def redis_backend(redis_server: RedisProcess) -> Iterator[BackendDriver]:
     driver = make_driver("redis", redis_server)
     yield driver
     close_driver(driver)
+
+
+# --- the service, through pytest-tornado's `app`, `http_client` and `gen_test` -------------------------
+
+JWT_SECRET = "test-secret-that-is-at-least-32-bytes-long"
+
+
+@pytest.fixture
+def service_settings() -> Settings:
+    """Small limits so tests reach them; override this fixture in a test class for other settings."""
+    return Settings(ip_capacity=3, ip_refill_rate=0.01, user_capacity=5, user_refill_rate=0.01, jwt_secret=JWT_SECRET)
+
+
+@pytest.fixture(params=["local", "redis"])
+def service_limiter(
+    request: pytest.FixtureRequest, redis_server: RedisProcess, io_loop: IOLoop
+) -> Iterator[RateLimiter]:
+    """The service's limiter on each backend in turn; Redis keys get a prefix of this test's own."""
+    if request.param == "local":
+        primary: LocalBackend | RedisBackend = LocalBackend()
+    else:
+        prefix = f"t{uuid.uuid4().hex[:12]}:"
+        primary = RedisBackend.from_url(redis_server.url, key_prefix=prefix, socket_timeout=2.0, connect_timeout=2.0)
+    limiter = RateLimiter(primary, metrics=LimiterMetrics())
+    yield limiter
+    io_loop.run_sync(limiter.close)
+
+
+@pytest.fixture
+def extra_routes() -> list[Any]:
+    """Routes added to the service under test; override to mount handlers of a test's own."""
+    return []
+
+
+@pytest.fixture
+def app(service_settings: Settings, service_limiter: RateLimiter, extra_routes: list[Any]) -> ServiceApplication:
+    """The real application (pytest-tornado serves it and points `http_client` at it)."""
+    return make_app(service_settings, routes=extra_routes, limiter=service_limiter)
+
+
+@pytest.fixture
+def fetch(
+    app: ServiceApplication, http_client: AsyncHTTPClient, base_url: str
+) -> Callable[..., Awaitable[HTTPResponse]]:
+    """`await fetch(path, **options)`: a request to the service that returns error responses too.
+
+    It names `app` so that pytest sees the parametrized limiter behind it (pytest-tornado asks for `app`
+    only at run time).
+    """
+
+    def request(path: str, **options: Any) -> Awaitable[HTTPResponse]:
+        return http_client.fetch(base_url + path, raise_error=False, **options)
+
+    return request

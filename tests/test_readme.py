@@ -1,28 +1,90 @@
-"""The README's examples run as shown (against a test redis-server instead of localhost:6379)."""
+"""The README's examples run as shown: its Python blocks, its subclass service, its curl sessions."""
 
 from __future__ import annotations
 
+import json
 import re
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 
 import pytest
 
 from tests.redis_process import RedisProcess
+from tests.service_process import ROOT, ServiceProcess
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
+SUBCLASS_EXAMPLE = next(block for block in PYTHON_BLOCKS if "RateLimitedHandler" in block)
+CURL_SESSIONS = re.findall(r"```sh\n\$ curl (-s|-si) localhost:8080(\S+)\n(.*?)```", README, flags=re.DOTALL)
 
 
-def test_readme_has_python_examples() -> None:
-    """The README shows the library in use (so the test below has something to run)."""
-    assert PYTHON_BLOCKS
+def get(url: str) -> tuple[int, Message, bytes]:
+    """Status, headers (looked up case-insensitively) and body, for error statuses too."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
 
 
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[f"block{i}" for i in range(len(PYTHON_BLOCKS))])
 def test_python_example_runs(block: str, redis_server: RedisProcess, capsys: pytest.CaptureFixture[str]) -> None:
-    """Each python block runs without error and, where it prints, prints a decision of a real backend."""
+    """Each python block runs without error; the library example prints a real backend's decision."""
     code = block.replace("redis://localhost:6379/0", redis_server.url)
     exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
-    printed = capsys.readouterr().out
     if "print(" in code:
-        assert printed.startswith("True 99.0 0.0 0.1 100.0")
+        assert capsys.readouterr().out == "True 99.0 0.0 0.1 100.0\n"
+
+
+@pytest.fixture
+def subclass_service(tmp_path: Path) -> Iterator[ServiceProcess]:
+    """The README's subclass example, saved as a script and run as is."""
+    script = tmp_path / "search_service.py"
+    script.write_text(SUBCLASS_EXAMPLE)
+    service = ServiceProcess(command=[sys.executable, str(script)]).start()
+    yield service
+    service.stop()
+
+
+def test_subclass_example_limits_searches(subclass_service: ServiceProcess) -> None:
+    """/search answers with the query; 10 tokens: 1 plain search, 1 bulk (5), then a bulk is denied."""
+    status, headers, body = get(subclass_service.url + "/search?q=tornado")
+    assert status == 200
+    assert json.loads(body) == {"query": "tornado", "identity": "ip:127.0.0.1"}
+    assert headers["RateLimit-Policy"] == '"search";q=10;w=20'
+    assert get(subclass_service.url + "/search?q=x&bulk=yes")[0] == 200
+    status, headers, body = get(subclass_service.url + "/search?q=x&bulk=yes")
+    assert status == 429
+    assert json.loads(body)["violated-policies"] == ["search"]
+
+
+@pytest.fixture(scope="module")
+def default_service() -> Iterator[ServiceProcess]:
+    service = ServiceProcess().start()
+    yield service
+    service.stop()
+
+
+@pytest.mark.parametrize(("flags", "path", "shown"), CURL_SESSIONS, ids=[path for _, path, _ in CURL_SESSIONS])
+def test_curl_sessions_show_what_the_service_answers(
+    default_service: ServiceProcess, flags: str, path: str, shown: str
+) -> None:
+    """Every `$ curl localhost:8080/...` in the README shows the headers and body the service sends."""
+    status, headers, body = get(default_service.url + path)
+    shown_body = shown.strip().splitlines()[-1]
+    assert json.loads(body) == json.loads(shown_body)
+    if flags == "-si":
+        head = shown.split("\n\n", 1)[0].splitlines()
+        assert head[0].startswith(f"HTTP/1.1 {status} ")
+        for line in head[1:]:
+            name, value = line.split(": ", 1)
+            assert headers[name] == value, name
+
+
+def test_readme_shows_curl_sessions_and_python() -> None:
+    """The README keeps examples for the tests above to run."""
+    assert len(CURL_SESSIONS) >= 2 and len(PYTHON_BLOCKS) >= 2

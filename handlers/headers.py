@@ -1,0 +1,60 @@
+"""The rate-limit response headers and the 429 body, as pure functions of a policy and a decision.
+
+Draft IETF fields (``RateLimit-Policy``, ``RateLimit``) and the common ``X-RateLimit-*`` ones.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from limiter import Decision, Policy
+
+QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+
+
+def whole_seconds(seconds: float) -> int:
+    """Seconds rounded up, so a client that waits that long is never early."""
+    return max(0, math.ceil(seconds))
+
+
+def next_token_after(policy: Policy, decision: Decision) -> int:
+    """Seconds until the next whole token (0 when the bucket is full): the ``t`` of ``RateLimit``."""
+    if decision.remaining >= policy.capacity:
+        return 0
+    target = min(policy.capacity, math.floor(decision.remaining) + 1)
+    return whole_seconds((target - decision.remaining) / policy.refill_rate)
+
+
+def rate_limit_headers(policy: Policy, decision: Decision) -> dict[str, str]:
+    """Headers for every limited response, allowed or denied."""
+    capacity = math.floor(policy.capacity)
+    remaining = math.floor(decision.remaining)
+    headers = {
+        "RateLimit-Policy": f'"{policy.name}";q={capacity};w={whole_seconds(policy.fill_time)}',
+        "RateLimit": f'"{policy.name}";r={remaining};t={next_token_after(policy, decision)}',
+        "X-RateLimit-Limit": str(capacity),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(whole_seconds(decision.reset_after)),
+    }
+    if decision.degraded:
+        headers["X-RateLimit-Degraded"] = "true"
+    return headers
+
+
+def retry_after_seconds(decision: Decision) -> int:
+    """The ``Retry-After`` of a denial: whole seconds, rounded up, at least 1."""
+    return max(1, whole_seconds(decision.retry_after))
+
+
+def quota_exceeded_problem(policy: Policy, decision: Decision) -> dict[str, Any]:
+    """The RFC 9457 problem details body of a 429."""
+    retry_after = retry_after_seconds(decision)
+    return {
+        "type": QUOTA_EXCEEDED,
+        "title": "Too Many Requests",
+        "status": 429,
+        "detail": f"Rate limit {policy.name!r} exceeded: retry in {retry_after} s.",
+        "retry_after": retry_after,
+        "violated-policies": [policy.name],
+    }

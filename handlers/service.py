@@ -1,0 +1,75 @@
+"""The service's own routes: /health and /metrics (never limited) and the rate-limited demo API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import tornado.web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from handlers.ratelimited import SETTINGS_KEY, RateLimitConfig, RateLimitedHandler
+
+
+class _JSONErrors(tornado.web.RequestHandler):
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Errors as problem details, never with a stack trace."""
+        self.set_header("Content-Type", "application/problem+json")
+        self.finish(json.dumps({"type": "about:blank", "title": self._reason, "status": status_code}))
+
+
+class NotFoundHandler(_JSONErrors):
+    """Any path the service does not serve: a 404 problem body."""
+
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(404)
+
+
+class HealthHandler(_JSONErrors):
+    """GET /health: 200 while the process serves, with what decides. Degraded is not down: still 200."""
+
+    def get(self) -> None:
+        config: RateLimitConfig = self.application.settings[SETTINGS_KEY]
+        self.set_header("Cache-Control", "no-store")
+        self.write({"status": "ok", **config.limiter.health()})
+
+
+class MetricsHandler(_JSONErrors):
+    """GET /metrics: the limiter's Prometheus metrics in the text exposition format."""
+
+    def get(self) -> None:
+        config: RateLimitConfig = self.application.settings[SETTINGS_KEY]
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.write(generate_latest(config.limiter.metrics.registry))
+
+
+class WhoAmIHandler(RateLimitedHandler):
+    """GET /api/whoami: the identity the limiter counted this request against."""
+
+    def get(self) -> None:
+        self.write({"identity": str(self.rate_limit_identity_used)})
+
+
+class EchoHandler(RateLimitedHandler):
+    """Any method on /api/echo: the request as the service saw it (a rate-limited playground)."""
+
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+    def echo(self) -> None:
+        arguments = {
+            name: [v.decode("utf-8", "replace") for v in values]
+            for name, values in self.request.query_arguments.items()
+        }
+        self.write(
+            {
+                "method": self.request.method,
+                "path": self.request.path,
+                "query": arguments,
+                "body": self.request.body.decode("utf-8", "replace"),
+            }
+        )
+
+    get = post = put = patch = delete = options = echo
+
+    def head(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")

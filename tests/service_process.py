@@ -1,0 +1,77 @@
+"""`python -m app` (or any script) as a real child process on a free port, stopped by its own PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.redis_process import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServiceProcess:
+    """One service process; its output goes to a log file that tests can read."""
+
+    def __init__(self, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
+        self.port = free_port()
+        self.command = command or [sys.executable, "-m", "app"]
+        base = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "JWT_SECRET")}
+        self.env = {**base, "PORT": str(self.port), "HOST": "127.0.0.1", "PYTHONPATH": str(ROOT), **(env or {})}
+        self.log_path = Path(tempfile.mkstemp(prefix="rl-service-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> ServiceProcess:
+        """Start the process and wait until GET /health answers."""
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                message = f"service exited with {self.process.returncode}: {self.log()}"
+                raise RuntimeError(message)
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=1).read()
+                return self
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.05)
+        self.stop()
+        message = f"service did not answer /health within {timeout} s: {self.log()}"
+        raise RuntimeError(message)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        """Send SIGTERM, as a platform does before stopping a process."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit; always reaped."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        self.log_path.unlink(missing_ok=True)

@@ -1,0 +1,95 @@
+"""Client addresses: normalization and forwarding headers, as a table of cases."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from handlers.client_ip import ClientAddressResolver, client_label, forwarded_for, parse_address, x_forwarded_for
+
+
+def label(text: str, prefix: int = 64) -> str | None:
+    address = parse_address(text)
+    return None if address is None else client_label(address, prefix)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        (" 203.0.113.7 ", "203.0.113.7"),
+        ("203.0.113.7:8080", "203.0.113.7"),
+        ("::ffff:1.2.3.4", "1.2.3.4"),  # IPv4-mapped IPv6 is the IPv4 client
+        ("::ffff:102:304", "1.2.3.4"),  # the same, written in hex
+        ("[::ffff:1.2.3.4]:443", "1.2.3.4"),
+        ("2001:db8::1.2.3.4", "2001:db8::/64"),  # embedded dotted quad, but not an IPv4 client
+        ("2001:DB8:1:2::7", "2001:db8:1:2::/64"),  # lower case, grouped per /64
+        ("2001:0db8:0001:0002:0000:0000:0000:0007", "2001:db8:1:2::/64"),  # expanded form: same client
+        ("[2001:db8:1:2::7]", "2001:db8:1:2::/64"),
+        ("[2001:db8:1:2::7]:4711", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),  # zone id dropped
+        ('"203.0.113.7"', "203.0.113.7"),
+        ("unknown", None),
+        ("_hidden", None),
+        ("", None),
+        ("1.2.3", None),
+        ("300.1.1.1", None),
+        ("203.0.113.7:99999999", None),
+        ("[::1", None),
+    ],
+)
+def test_parse_and_label(given: str, expected: str | None) -> None:
+    """Each written form of an address maps to one label, or to None when it is not an address."""
+    assert label(given) == expected
+
+
+def test_ipv6_prefix_is_configurable() -> None:
+    """RATE_LIMIT_IPV6_PREFIX=128 keeps single addresses; 48 groups a whole site."""
+    assert label("2001:db8:1:2::7", 128) == "2001:db8:1:2::7"
+    assert label("2001:db8:1:2::7", 48) == "2001:db8:1::/48"
+    assert label("203.0.113.7", 48) == "203.0.113.7"  # IPv4 is never grouped
+
+
+def test_forwarded_for_reads_rfc7239_elements() -> None:
+    """The for= of each element, in order; an element without for= still counts as a hop."""
+    values = ['for=192.0.2.60;proto=http;by=203.0.113.43, For="[2001:db8:cafe::17]:4711"', "proto=https"]
+    assert forwarded_for(values) == ["192.0.2.60", '"[2001:db8:cafe::17]:4711"', ""]
+
+
+def test_x_forwarded_for_joins_repeated_headers_in_order() -> None:
+    """Several X-Forwarded-For lines are one list, left to right."""
+    assert x_forwarded_for(["1.1.1.1, 2.2.2.2", "3.3.3.3"]) == ["1.1.1.1", " 2.2.2.2", "3.3.3.3"]
+
+
+PROXIES = ClientAddressResolver(trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
+HOPS = ClientAddressResolver(trusted_hops=1)
+NOBODY = ClientAddressResolver()
+
+
+@pytest.mark.parametrize(
+    ("resolver", "peer", "entries", "client"),
+    [
+        (NOBODY, "203.0.113.7", ["6.6.6.6"], "203.0.113.7"),  # untrusted peer: header ignored
+        (PROXIES, "10.0.0.1", ["203.0.113.7"], "203.0.113.7"),  # trusted proxy: read one step
+        (PROXIES, "10.0.0.1", ["6.6.6.6", "203.0.113.7", "10.0.0.2"], "203.0.113.7"),  # chain of proxies
+        (PROXIES, "10.0.0.1", ["10.0.0.3", "10.0.0.2"], "10.0.0.3"),  # all trusted: the leftmost
+        (PROXIES, "203.0.113.9", ["203.0.113.7"], "203.0.113.9"),  # forged, from an untrusted peer
+        (PROXIES, "10.0.0.1", ["203.0.113.7", "garbage"], "10.0.0.1"),  # malformed: last good address
+        (PROXIES, "10.0.0.1", ["6.6.6.6", "unknown"], "10.0.0.1"),
+        (PROXIES, "10.0.0.1", [], "10.0.0.1"),
+        (PROXIES, "::ffff:10.0.0.1", ["203.0.113.7"], "203.0.113.7"),  # mapped peer is still trusted
+        (HOPS, "172.16.0.1", ["6.6.6.6", "203.0.113.7"], "203.0.113.7"),  # router appended the client
+        (HOPS, "172.16.0.1", [], "172.16.0.1"),
+    ],
+)
+def test_resolver_finds_the_rightmost_untrusted_address(
+    resolver: ClientAddressResolver, peer: str, entries: list[str], client: str
+) -> None:
+    """The client is the rightmost address in entries + [peer] that is not a trusted proxy."""
+    assert str(resolver.resolve(peer, entries)) == client
+
+
+def test_resolver_without_a_peer_address() -> None:
+    """A peer that is not an IP address (a Unix socket) yields None, for the caller to name."""
+    assert NOBODY.resolve("", ["203.0.113.7"]) is None

@@ -1,0 +1,85 @@
+"""Settings from the environment: defaults, parsing, and one clear line for each bad value."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from app import Settings, SettingsError
+
+
+class TestFromEnv:
+    def test_defaults_when_nothing_is_set(self) -> None:
+        """An empty environment gives the documented defaults."""
+        assert Settings.from_env({}) == Settings()
+        assert (Settings().port, Settings().host, Settings().failure_strategy) == (8080, "0.0.0.0", "open")
+
+    def test_reads_every_variable(self) -> None:
+        """Each documented variable lands in its field."""
+        env = {
+            "PORT": "9000",
+            "HOST": "127.0.0.1",
+            "REDIS_URL": "redis://cache:6379/1",
+            "RATE_LIMIT_CAPACITY": "100",
+            "RATE_LIMIT_REFILL_RATE": "2.5",
+            "RATE_LIMIT_USER_CAPACITY": "500",
+            "RATE_LIMIT_USER_REFILL_RATE": "10",
+            "RATE_LIMIT_FAILURE_STRATEGY": "Closed",
+            "RATE_LIMIT_TRUSTED_PROXIES": "10.0.0.0/8, ::1",
+            "RATE_LIMIT_TRUSTED_HOPS": "2",
+            "RATE_LIMIT_FORWARDED_HEADER": "Forwarded",
+            "RATE_LIMIT_IPV6_PREFIX": "56",
+            "JWT_SECRET": "x" * 32,
+        }
+        settings = Settings.from_env(env)
+        assert settings == Settings(
+            port=9000,
+            host="127.0.0.1",
+            redis_url="redis://cache:6379/1",
+            ip_capacity=100,
+            ip_refill_rate=2.5,
+            user_capacity=500,
+            user_refill_rate=10.0,
+            failure_strategy="closed",
+            trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1")),
+            trusted_hops=2,
+            forwarded_header="forwarded",
+            ipv6_prefix=56,
+            jwt_secret="x" * 32,
+        )
+        assert (settings.ip_policy.capacity, settings.user_policy.refill_rate) == (100, 10.0)
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("PORT", "http"),
+            ("PORT", "0"),
+            ("PORT", "70000"),
+            ("PORT", "-1"),
+            ("RATE_LIMIT_CAPACITY", "0"),
+            ("RATE_LIMIT_CAPACITY", "1.5"),
+            ("RATE_LIMIT_REFILL_RATE", "0"),
+            ("RATE_LIMIT_REFILL_RATE", "nan"),
+            ("RATE_LIMIT_REFILL_RATE", "inf"),
+            ("RATE_LIMIT_USER_REFILL_RATE", "fast"),
+            ("RATE_LIMIT_FAILURE_STRATEGY", "maybe"),
+            ("RATE_LIMIT_TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("RATE_LIMIT_TRUSTED_PROXIES", "proxy.internal"),
+            ("RATE_LIMIT_TRUSTED_HOPS", "many"),
+            ("RATE_LIMIT_IPV6_PREFIX", "200"),
+            ("RATE_LIMIT_FORWARDED_HEADER", "X-Real-Ip"),
+            ("JWT_SECRET", "short"),
+        ],
+    )
+    def test_a_bad_value_raises_naming_the_variable(self, name: str, value: str) -> None:
+        """An invalid value raises SettingsError whose message names the variable and what is valid."""
+        with pytest.raises(SettingsError, match=name) as raised:
+            Settings.from_env({name: value})
+        assert "expected" in str(raised.value)
+
+    def test_a_bad_secret_is_not_echoed(self) -> None:
+        """The error for a short JWT_SECRET does not print the secret."""
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({"JWT_SECRET": "hunter2"})
+        assert "hunter2" not in str(raised.value)
