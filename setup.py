@@ -10,7 +10,7 @@ setup(
     description="A distributed token-bucket rate limiter for Tornado, kept in Redis, with a local fallback",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # asyncio.timeout
     packages=["app", "handlers", "limiter", "lua"],
     package_data={"limiter": ["py.typed"], "handlers": ["py.typed"], "lua": ["*.lua"]},
     include_package_data=False,

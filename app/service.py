@@ -12,7 +12,7 @@ import tornado.web
 from app.settings import Settings
 from handlers import SETTINGS_KEY, ClientAddressResolver, RateLimitConfig
 from handlers.service import EchoHandler, HealthHandler, MetricsHandler, NotFoundHandler, WhoAmIHandler
-from limiter import LimiterMetrics, LocalBackend, RateLimiter, RedisBackend
+from limiter import CircuitBreaker, LimiterMetrics, LocalBackend, RateLimiter, RedisBackend
 
 log = logging.getLogger("app")
 
@@ -24,8 +24,14 @@ def build_limiter(settings: Settings) -> RateLimiter:
         primary: LocalBackend | RedisBackend = LocalBackend()
     else:
         log.info("limits are kept in Redis (RedisBackend), failure strategy: %s", settings.failure_strategy)
-        primary = RedisBackend.from_url(settings.redis_url)
-    return RateLimiter(primary, failure_strategy=settings.failure_strategy, metrics=LimiterMetrics())
+        primary = RedisBackend.from_url(settings.redis_url, timeout=settings.redis_timeout)
+    return RateLimiter(
+        primary,
+        failure_strategy=settings.failure_strategy,
+        fallback_share=settings.fallback_share,
+        breaker=CircuitBreaker(settings.breaker_config),
+        metrics=LimiterMetrics(),
+    )
 
 
 def rate_limit_config(settings: Settings, limiter: RateLimiter) -> RateLimitConfig:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from limiter import Policy
+from limiter.breaker import BreakerConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -35,7 +36,8 @@ def _integer(environ: Mapping[str, str], name: str, default: int, low: int, high
     return int(raw)
 
 
-def _rate(environ: Mapping[str, str], name: str, default: float) -> float:
+def _number(environ: Mapping[str, str], name: str, default: float, low: float, high: float, unit: str) -> float:
+    """A number in (low, high] (a positive low bound is exclusive: rates and times of 0 make no sense)."""
     raw = _raw(environ, name)
     if raw is None:
         return default
@@ -43,9 +45,13 @@ def _rate(environ: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise _fail(name, raw, "a number of tokens per second > 0, such as 0.5 or 10")
+    if not (math.isfinite(value) and low < value <= high):
+        raise _fail(name, raw, f"{unit} greater than {low:g} and at most {high:g}")
     return value
+
+
+def _rate(environ: Mapping[str, str], name: str, default: float) -> float:
+    return _number(environ, name, default, 0, 1e9, "a number of tokens per second, such as 0.5 or 10,")
 
 
 def _choice(environ: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -96,6 +102,11 @@ class Settings:
     forwarded_header: str = "x-forwarded-for"  # RATE_LIMIT_FORWARDED_HEADER: or "forwarded"
     ipv6_prefix: int = 64  # RATE_LIMIT_IPV6_PREFIX
     jwt_secret: str | None = None  # JWT_SECRET; unset: every client is anonymous
+    fallback_share: float = 1.0  # RATE_LIMIT_FALLBACK_SHARE: share of each limit a process allows alone
+    redis_timeout: float = 0.05  # RATE_LIMIT_REDIS_TIMEOUT: seconds a decision may wait for Redis
+    breaker_failures: int = 5  # RATE_LIMIT_BREAKER_FAILURES: failures in a row that open the breaker
+    breaker_cooldown: float = 2.0  # RATE_LIMIT_BREAKER_COOLDOWN: seconds without Redis calls once open
+    breaker_max_cooldown: float = 30.0  # RATE_LIMIT_BREAKER_MAX_COOLDOWN: cap of the growing cool-down
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -116,6 +127,32 @@ class Settings:
             ),
             ipv6_prefix=_integer(environ, "RATE_LIMIT_IPV6_PREFIX", cls.ipv6_prefix, 32, 128),
             jwt_secret=_secret(environ, "JWT_SECRET"),
+            fallback_share=_number(environ, "RATE_LIMIT_FALLBACK_SHARE", cls.fallback_share, 0, 1, "a share"),
+            redis_timeout=_number(environ, "RATE_LIMIT_REDIS_TIMEOUT", cls.redis_timeout, 0, 10, "seconds"),
+            breaker_failures=_integer(environ, "RATE_LIMIT_BREAKER_FAILURES", cls.breaker_failures, 1, 1000),
+            breaker_cooldown=_number(environ, "RATE_LIMIT_BREAKER_COOLDOWN", cls.breaker_cooldown, 0, 3600, "seconds"),
+            breaker_max_cooldown=_number(
+                environ, "RATE_LIMIT_BREAKER_MAX_COOLDOWN", cls.breaker_max_cooldown, 0, 3600, "seconds"
+            ),
+        ).checked()
+
+    def checked(self) -> Settings:
+        """Checks that involve more than one variable."""
+        if self.breaker_max_cooldown < self.breaker_cooldown:
+            message = (
+                f"RATE_LIMIT_BREAKER_MAX_COOLDOWN={self.breaker_max_cooldown:g} is not valid: "
+                f"expected at least RATE_LIMIT_BREAKER_COOLDOWN ({self.breaker_cooldown:g})"
+            )
+            raise SettingsError(message)
+        return self
+
+    @property
+    def breaker_config(self) -> BreakerConfig:
+        """The Redis circuit breaker's rules."""
+        return BreakerConfig(
+            consecutive_failures=self.breaker_failures,
+            cooldown=self.breaker_cooldown,
+            max_cooldown=self.breaker_max_cooldown,
         )
 
     @property

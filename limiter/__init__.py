@@ -6,8 +6,9 @@ decision = await RedisBackend.from_url("redis://localhost:6379/0").acquire("ip:2
 
 from __future__ import annotations
 
+from limiter.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from limiter.bucket import Decision, Policy
-from limiter.errors import BackendError, RateLimiterError
+from limiter.errors import BackendError, CircuitOpenError, RateLimiterError
 from limiter.limiter import RateLimiter
 from limiter.local import LocalBackend
 from limiter.metrics import LimiterMetrics
@@ -15,6 +16,10 @@ from limiter.redis import RedisBackend
 
 __all__ = [
     "BackendError",
+    "BreakerConfig",
+    "BreakerState",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "Decision",
     "LimiterMetrics",
     "LocalBackend",

@@ -1,12 +1,15 @@
-"""RateLimiter: the one object a handler talks to: primary backend, fallback, failure strategy, metrics."""
+"""RateLimiter: the one object a handler talks to: primary backend through a circuit breaker, fallback,
+failure strategy, metrics.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 
+from limiter.breaker import BreakerState, CircuitBreaker
 from limiter.bucket import Decision, Policy
-from limiter.errors import BackendError
+from limiter.errors import BackendError, CircuitOpenError
 from limiter.local import LocalBackend
 from limiter.metrics import LimiterMetrics
 from limiter.redis import RedisBackend
@@ -15,17 +18,18 @@ log = logging.getLogger("limiter")
 
 FAIL_OPEN = "open"
 FAIL_CLOSED = "closed"
-# How long a client of a fail-closed limiter is told to wait while the primary backend is failing.
-_CLOSED_RETRY_AFTER = 1.0
 # The same backend error is logged at most once per this many seconds: an outage must not flood the log.
 _ERROR_LOG_INTERVAL = 5.0
+# A fail-closed denial while the breaker has not opened yet (no cool-down to report) says to retry in 1 s.
+_MIN_CLOSED_RETRY_AFTER = 1.0
 
 
 class RateLimiter:
-    """Decides with ``primary``; when it fails, answers by ``failure_strategy``.
+    """Decides with ``primary`` while ``breaker`` lets it; otherwise answers by ``failure_strategy``:
 
-    ``"open"`` (default): the decision comes from ``fallback`` (a LocalBackend) and is marked degraded.
-    ``"closed"``: the request is denied, also marked degraded.
+    ``"open"`` (default): ``fallback`` (a LocalBackend) decides with the policy scaled by
+    ``fallback_share`` (1/N for N processes keeps the fleet near the global limit), marked degraded.
+    ``"closed"``: the request is denied until the breaker's cool-down ends, marked degraded.
     """
 
     def __init__(
@@ -34,15 +38,24 @@ class RateLimiter:
         *,
         fallback: LocalBackend | None = None,
         failure_strategy: str = FAIL_OPEN,
+        fallback_share: float = 1.0,
+        breaker: CircuitBreaker | None = None,
         metrics: LimiterMetrics | None = None,
     ) -> None:
         if failure_strategy not in (FAIL_OPEN, FAIL_CLOSED):
             message = f"failure_strategy must be {FAIL_OPEN!r} or {FAIL_CLOSED!r}, got {failure_strategy!r}"
             raise ValueError(message)
+        if not 0 < fallback_share <= 1:
+            message = f"fallback_share must be in (0, 1], got {fallback_share!r}"
+            raise ValueError(message)
         self.primary = primary
         self.fallback = fallback if fallback is not None else LocalBackend()
         self.failure_strategy = failure_strategy
+        self.fallback_share = fallback_share
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
         self.metrics = metrics if metrics is not None else LimiterMetrics()
+        self.metrics.watch_breaker(self.breaker)
+        self._scaled_policies: dict[Policy, Policy] = {}
         self._last_error_logged = -_ERROR_LOG_INTERVAL
         self._primary_failing = False
 
@@ -52,34 +65,63 @@ class RateLimiter:
         return "redis" if isinstance(self.primary, RedisBackend) else "local"
 
     def health(self) -> dict[str, object]:
-        """What /health shows: the primary backend, and whether decisions are degraded right now."""
-        return {"backend": self.backend_name, "breaker": "closed", "degraded": self._primary_failing}
+        """What /health shows: the primary backend, the breaker state, whether decisions are degraded."""
+        state = self.breaker.state
+        degraded = state is not BreakerState.CLOSED or self._primary_failing
+        return {"backend": self.backend_name, "breaker": state.value, "degraded": degraded}
 
     async def acquire(self, key: str, policy: Policy, cost: float = 1, *, identity_kind: str = "ip") -> Decision:
         """Decide for ``key``; never raises for a backend failure (bad arguments still raise ValueError)."""
         started = time.perf_counter()
+        decision = await self._decide(key, policy, cost)
+        self.metrics.count_decision(identity_kind, decision.allowed, decision.degraded, time.perf_counter() - started)
+        return decision
+
+    async def _decide(self, key: str, policy: Policy, cost: float) -> Decision:
+        try:
+            permit = self.breaker.before_call()
+        except CircuitOpenError:
+            return await self._decide_without_primary(key, policy, cost)
         try:
             decision = await self.primary.acquire(key, policy, cost)
-            self._primary_failing = False
         except BackendError as exc:
+            self.breaker.on_failure(permit)
             self._primary_failing = True
             self.metrics.errors.inc()
             self._log_error(exc)
-            decision = await self._decide_without_primary(key, policy, cost)
-        self.metrics.count_decision(identity_kind, decision.allowed, decision.degraded, time.perf_counter() - started)
+            return await self._decide_without_primary(key, policy, cost)
+        except BaseException:  # cancelled, or a bug in the call: neither says anything about Redis
+            self.breaker.on_cancel(permit)
+            raise
+        self.breaker.on_success(permit)
+        self._primary_failing = False
         return decision
 
     async def _decide_without_primary(self, key: str, policy: Policy, cost: float) -> Decision:
         if self.failure_strategy == FAIL_CLOSED:
-            return Decision(False, 0.0, _CLOSED_RETRY_AFTER, policy.fill_time, policy.capacity, degraded=True)
-        decision = await self.fallback.acquire(key, policy, cost)
+            retry_after = max(self.breaker.remaining_cooldown(), _MIN_CLOSED_RETRY_AFTER)
+            return Decision(False, 0.0, retry_after, policy.fill_time, policy.capacity, degraded=True)
+        decision = await self.fallback.acquire(key, self._fallback_policy(policy, cost), cost)
         return decision._replace(degraded=True)
+
+    def _fallback_policy(self, policy: Policy, cost: float) -> Policy:
+        """``policy`` scaled by the fallback share (never below one request's cost)."""
+        if self.fallback_share == 1:
+            return policy
+        scaled = self._scaled_policies.get(policy)
+        if scaled is None:
+            share = self.fallback_share
+            scaled = Policy(policy.capacity * share, policy.refill_rate * share, name=policy.name)
+            self._scaled_policies[policy] = scaled
+        if scaled.capacity < cost:
+            return Policy(cost, scaled.refill_rate, name=policy.name)
+        return scaled
 
     def _log_error(self, exc: BackendError) -> None:
         now = time.monotonic()
         if now - self._last_error_logged >= _ERROR_LOG_INTERVAL:
             self._last_error_logged = now
-            log.warning("primary backend failed, deciding by the %s strategy: %s", self.failure_strategy, exc)
+            log.warning("primary backend failed, deciding by the fail-%s strategy: %s", self.failure_strategy, exc)
 
     async def close(self) -> None:
         """Release the primary backend's connections."""

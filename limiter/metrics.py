@@ -5,11 +5,14 @@ Labels carry the identity kind only (``ip`` or ``user``), never a key, an addres
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from limiter.breaker import BreakerState, CircuitBreaker
 
 IDENTITY_KINDS = ("ip", "user")
 # Decisions take ~0.1 ms in memory and ~0.2-2 ms on a nearby Redis; a timeout shows at the top.
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+BREAKER_STATE_CODES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
 class LimiterMetrics:
@@ -33,9 +36,18 @@ class LimiterMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.breaker_state = Gauge(
+            "rate_limit_breaker_state",
+            "The Redis circuit breaker: 0 closed, 1 half-open (probing), 2 open (not calling Redis).",
+            registry=self.registry,
+        )
         for kind in IDENTITY_KINDS:  # export zeros from the start, so rates and alerts have a series
             self.allowed.labels(kind)
             self.blocked.labels(kind)
+
+    def watch_breaker(self, breaker: CircuitBreaker) -> None:
+        """Report ``breaker``'s state, read at each scrape."""
+        self.breaker_state.set_function(lambda: BREAKER_STATE_CODES[breaker.state])
 
     def count_decision(self, identity_kind: str, allowed: bool, degraded: bool, seconds: float) -> None:
         """Record one decision."""

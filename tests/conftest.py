@@ -61,7 +61,7 @@ def make_driver(name: str, redis_server: RedisProcess) -> BackendDriver:
     if name == "local":
         return BackendDriver(name, LocalBackend(), loop)
     # Generous timeouts: these tests are about decisions, and a GC pause must not fail them.
-    backend = RedisBackend.from_url(redis_server.url, socket_timeout=2.0, connect_timeout=2.0)
+    backend = RedisBackend.from_url(redis_server.url, timeout=2.0)
     return BackendDriver(name, backend, loop)
 
 
@@ -107,7 +107,7 @@ def service_limiter(
         primary: LocalBackend | RedisBackend = LocalBackend()
     else:
         prefix = f"t{uuid.uuid4().hex[:12]}:"
-        primary = RedisBackend.from_url(redis_server.url, key_prefix=prefix, socket_timeout=2.0, connect_timeout=2.0)
+        primary = RedisBackend.from_url(redis_server.url, key_prefix=prefix, timeout=2.0)
     limiter = RateLimiter(primary, metrics=LimiterMetrics())
     yield limiter
     io_loop.run_sync(limiter.close)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,7 +25,7 @@ from limiter import Policy, RedisBackend
 from limiter.redis import TOKEN_BUCKET_SHA
 
 async def decide():
-    backend = RedisBackend.from_url(sys.argv[1], socket_timeout=2.0, connect_timeout=2.0)
+    backend = RedisBackend.from_url(sys.argv[1], timeout=2.0)
     decision = await backend.acquire("wheel", Policy(2, 1.0, name="wheel"))
     await backend.close()
     return decision
@@ -39,6 +40,8 @@ print(json.dumps({"limiter": limiter.__file__, "lua": lua.__file__, "sha": TOKEN
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wheel built from this tree, without network (no build isolation)."""
     out = tmp_path_factory.mktemp("wheel")
+    source = tmp_path_factory.mktemp("source") / "tree"  # a copy: building writes build/ and egg-info
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__"))
     subprocess.run(
         [
             sys.executable,
@@ -50,7 +53,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-build-isolation",
             "-w",
             str(out),
-            str(ROOT),
+            str(source),
         ],
         check=True,
         cwd=out,

@@ -83,10 +83,10 @@ class TestScriptLoading:
 
 class TestConnections:
     def test_from_url_sets_short_timeouts_and_no_retries(self, redis_server: RedisProcess) -> None:
-        """The client times out in tens of milliseconds and never retries on its own."""
+        """Calls and sockets time out in tens of milliseconds, and the client never retries on its own."""
         backend = RedisBackend.from_url(redis_server.url)
         options = backend.client.connection_pool.connection_kwargs
-        assert options["socket_timeout"] <= 0.1 and options["socket_connect_timeout"] <= 0.1
+        assert backend.timeout == options["socket_timeout"] == options["socket_connect_timeout"] == 0.05
         assert options["retry"].get_retries() == 0
         asyncio.run(backend.close())
 
@@ -94,9 +94,7 @@ class TestConnections:
         """500 concurrent acquire() calls all succeed through at most max_connections connections."""
 
         async def scenario() -> tuple[int, int, int]:
-            backend = RedisBackend.from_url(
-                redis_server.url, max_connections=8, socket_timeout=2.0, connect_timeout=2.0
-            )
+            backend = RedisBackend.from_url(redis_server.url, max_connections=8, timeout=2.0)
             policy = Policy(capacity=1000, refill_rate=1.0, name="pool")
             decisions = await asyncio.gather(*(backend.acquire("pool", policy, now=T0) for _ in range(500)))
             clients = await backend.client.client_list()
