@@ -59,7 +59,8 @@ class Permit:
     """Permission for one call, to hand back with its outcome."""
 
     generation: int  # the breaker's state generation when granted: outcomes of older calls are stale
-    probe: bool  # whether this call is the half-open probe
+    probe: bool  # whether this call is a half-open probe
+    probe_number: int = 0  # which probe, so a stale probe's cancel cannot free the current one's turn
 
 
 class CircuitBreaker:
@@ -90,6 +91,7 @@ class CircuitBreaker:
         self._failed_probes = 0
         self._open_until = 0.0
         self._probe_deadline: float | None = None  # set while a probe is out
+        self._probes = 0  # probes granted so far
 
     @property
     def state(self) -> BreakerState:
@@ -112,7 +114,8 @@ class CircuitBreaker:
         now = self._clock()
         if state is BreakerState.HALF_OPEN and (self._probe_deadline is None or now >= self._probe_deadline):
             self._probe_deadline = now + self.config.probe_timeout
-            return Permit(self._generation, probe=True)
+            self._probes += 1
+            return Permit(self._generation, probe=True, probe_number=self._probes)
         raise CircuitOpenError(self.remaining_cooldown())
 
     def on_success(self, permit: Permit) -> None:
@@ -141,7 +144,7 @@ class CircuitBreaker:
 
     def on_cancel(self, permit: Permit) -> None:
         """The call was abandoned before an outcome: a probe gives its turn to the next caller."""
-        if permit.probe and permit.generation == self._generation:
+        if permit.probe and permit.probe_number == self._probes and permit.generation == self._generation:
             self._probe_deadline = None
 
     def _record(self, failed: bool) -> None:

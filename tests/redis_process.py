@@ -13,6 +13,8 @@ import subprocess
 import tempfile
 import time
 
+import redis
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -72,6 +74,27 @@ class RedisProcess:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def client(self) -> redis.Redis:
+        """A plain synchronous client, for the test's own look at the server (INFO, CONFIG, keys)."""
+        return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True)
+
+    def kill(self) -> None:
+        """kill -9: the server dies at once, connections and data with it."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after freeze()."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """Terminate the server (SIGKILL if it lingers) and reap it."""

@@ -1,0 +1,178 @@
+"""RateLimiter: Redis through the breaker, the fallback, the failure strategies, against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from limiter import BreakerConfig, BreakerState, CircuitBreaker, LimiterMetrics, Policy, RateLimiter, RedisBackend
+from limiter.redis import is_unavailable
+from tests.redis_process import RedisProcess
+
+POLICY = Policy(capacity=10, refill_rate=0.01, name="lim")
+FAST_BREAKER = BreakerConfig(consecutive_failures=3, cooldown=0.2, max_cooldown=0.2, jitter=0.0)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisProcess]:
+    """A redis-server this test may kill, freeze or restart."""
+    server = RedisProcess().start()
+    yield server
+    server.stop()
+
+
+def limiter_on(server: RedisProcess, **options: object) -> RateLimiter:
+    backend = RedisBackend.from_url(server.url, timeout=0.2)
+    breaker = CircuitBreaker(FAST_BREAKER, rng=random.Random(0))
+    return RateLimiter(backend, breaker=breaker, metrics=LimiterMetrics(), **options)  # type: ignore[arg-type]
+
+
+def count(limiter: RateLimiter, name: str, labels: dict[str, str] | None = None) -> float:
+    value = limiter.metrics.registry.get_sample_value(name, labels)
+    assert value is not None
+    return value
+
+
+class TestFailOpen:
+    def test_decides_locally_when_redis_dies_and_stops_calling_it(self, own_redis: RedisProcess) -> None:
+        """After kill -9: decisions are degraded local ones, and after 3 errors the breaker stops the calls."""
+
+        async def scenario() -> None:
+            limiter = limiter_on(own_redis)
+            assert not (await limiter.acquire("k", POLICY)).degraded
+            own_redis.kill()
+            decisions = [await limiter.acquire("k", POLICY) for _ in range(10)]
+            assert all(d.degraded for d in decisions)
+            assert [d.allowed for d in decisions] == [True] * 10  # the local bucket is a fresh 10
+            assert count(limiter, "rate_limit_errors_total") == 3  # then the breaker opened
+            assert count(limiter, "rate_limit_degraded_total") == 10
+            assert limiter.breaker.state is BreakerState.OPEN
+            assert limiter.health() == {"backend": "redis", "breaker": "open", "degraded": True}
+            assert count(limiter, "rate_limit_breaker_state") == 2
+            await limiter.close()
+
+        asyncio.run(scenario())
+
+    def test_fallback_share_scales_the_local_limit(self, own_redis: RedisProcess) -> None:
+        """With RATE_LIMIT_FALLBACK_SHARE 0.5, a process alone allows half of the burst."""
+
+        async def scenario() -> list[bool]:
+            limiter = limiter_on(own_redis, fallback_share=0.5)
+            own_redis.kill()
+            decisions = [await limiter.acquire("k", POLICY) for _ in range(7)]
+            await limiter.close()
+            return [d.allowed for d in decisions]
+
+        assert asyncio.run(scenario()) == [True] * 5 + [False] * 2
+
+    def test_returns_to_redis_after_a_restart_within_one_cooldown(self, own_redis: RedisProcess) -> None:
+        """Redis restarted empty (no script, no keys): the probe reloads the script and closes the breaker."""
+
+        async def scenario() -> None:
+            limiter = limiter_on(own_redis)
+            await limiter.acquire("k", POLICY)
+            own_redis.kill()
+            for _ in range(3):
+                await limiter.acquire("k", POLICY)
+            assert limiter.breaker.state is BreakerState.OPEN
+            own_redis.start()
+            await asyncio.sleep(0.25)  # one cool-down
+            decision = await limiter.acquire("k", POLICY)
+            assert not decision.degraded and decision.remaining == 9  # a fresh bucket in the new Redis
+            assert limiter.breaker.state is BreakerState.CLOSED
+            await limiter.close()
+
+        asyncio.run(scenario())
+
+
+class TestFailClosed:
+    def test_denies_with_the_remaining_cooldown(self, own_redis: RedisProcess) -> None:
+        """Fail-closed: denied, degraded, retry_after = the breaker's cool-down (at least 1 s)."""
+
+        async def scenario() -> None:
+            limiter = limiter_on(own_redis, failure_strategy="closed")
+            own_redis.kill()
+            decisions = [await limiter.acquire("k", POLICY) for _ in range(5)]
+            assert all(not d.allowed and d.degraded for d in decisions)
+            assert all(d.retry_after >= 1.0 for d in decisions)
+            assert count(limiter, "rate_limit_blocked_total", {"identity": "ip"}) == 5
+            await limiter.close()
+
+        asyncio.run(scenario())
+
+
+class TestWhatCountsAsAnOutage:
+    def test_a_frozen_redis_times_out_within_the_deadline(self, own_redis: RedisProcess) -> None:
+        """SIGSTOP: each call gives up at the 0.2 s deadline and the breaker opens; then no waiting at all."""
+
+        async def scenario() -> list[float]:
+            limiter = limiter_on(own_redis)
+            await limiter.acquire("k", POLICY)
+            own_redis.freeze()
+            durations = []
+            for _ in range(6):
+                started = asyncio.get_running_loop().time()
+                assert (await limiter.acquire("k", POLICY)).degraded
+                durations.append(asyncio.get_running_loop().time() - started)
+            own_redis.thaw()
+            await limiter.close()
+            return durations
+
+        durations = asyncio.run(scenario())
+        assert all(d < 0.2 + 0.1 for d in durations[:3])  # deadline plus slack
+        assert all(d < 0.01 for d in durations[3:])  # breaker open: Redis is not asked
+
+    def test_out_of_memory_replies_are_an_outage(self, own_redis: RedisProcess) -> None:
+        """maxmemory with noeviction: OOM replies count as failures and clients still get decisions."""
+        control = own_redis.client()
+        control.set("ballast", "x" * 100_000)
+        control.config_set("maxmemory-policy", "noeviction")
+        control.config_set("maxmemory", 1)
+
+        async def scenario() -> None:
+            limiter = limiter_on(own_redis)
+            decisions = [await limiter.acquire(f"k{i}", POLICY) for i in range(4)]
+            assert all(d.allowed and d.degraded for d in decisions)
+            assert count(limiter, "rate_limit_errors_total") == 3
+            assert limiter.breaker.state is BreakerState.OPEN
+            await limiter.close()
+
+        asyncio.run(scenario())
+
+    def test_a_bug_in_the_call_is_not_swallowed_as_an_outage(self, own_redis: RedisProcess) -> None:
+        """A key of the wrong type (WRONGTYPE) raises to the caller and leaves the breaker closed."""
+        backend_prefix_key = "rl:lim:wrong"
+        own_redis.client().hset(backend_prefix_key, "a", "b")
+
+        async def scenario() -> None:
+            limiter = limiter_on(own_redis)
+            with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+                await limiter.acquire("wrong", POLICY)
+            assert limiter.breaker.state is BreakerState.CLOSED
+            assert count(limiter, "rate_limit_errors_total") == 0
+            await limiter.close()
+
+        asyncio.run(scenario())
+
+    @pytest.mark.parametrize(
+        ("error", "outage"),
+        [
+            (redis.exceptions.ConnectionError("refused"), True),
+            (redis.exceptions.TimeoutError("slow"), True),
+            (redis.exceptions.ReadOnlyError("replica"), True),
+            (redis.exceptions.BusyLoadingError("loading"), True),
+            (redis.exceptions.ResponseError("BUSY Redis is busy running a script"), True),
+            (redis.exceptions.ResponseError("MISCONF Errors writing to disk"), True),
+            (redis.exceptions.ResponseError("ERR Error running script: attempt to compare nil"), False),
+            (redis.exceptions.DataError("bad argument"), False),
+            (TimeoutError(), True),
+            (ConnectionResetError(), True),
+        ],
+    )
+    def test_classification(self, error: Exception, outage: bool) -> None:
+        """Replies meaning 'cannot serve now' are outages; errors of the call itself are not."""
+        assert is_unavailable(error) == outage
