@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import time
 
+from redis.exceptions import RedisError
+
 from limiter.breaker import BreakerState, CircuitBreaker
 from limiter.bucket import Decision, Policy
 from limiter.errors import BackendError, CircuitOpenError
@@ -88,9 +90,14 @@ class RateLimiter:
             self.breaker.on_failure(permit)
             self._primary_failing = True
             self.metrics.errors.inc()
-            self._log_error(exc)
+            self._log_error(f"Redis failed, deciding by the fail-{self.failure_strategy} strategy: {exc}")
             return await self._decide_without_primary(key, policy, cost)
-        except BaseException:  # cancelled, or a bug in the call: neither says anything about Redis
+        except RedisError:  # not an outage but a bug in the call: loud, yet the client is still answered
+            self.breaker.on_cancel(permit)
+            self.metrics.errors.inc()
+            self._log_error(f"Redis rejected the call for {policy.name!r} (a bug, not an outage)", traceback=True)
+            return await self._decide_without_primary(key, policy, cost)
+        except BaseException:  # cancelled (the client went away), or a bad argument: nothing about Redis
             self.breaker.on_cancel(permit)
             raise
         self.breaker.on_success(permit)
@@ -117,11 +124,12 @@ class RateLimiter:
             return Policy(cost, scaled.refill_rate, name=policy.name)
         return scaled
 
-    def _log_error(self, exc: BackendError) -> None:
+    def _log_error(self, message: str, traceback: bool = False) -> None:
+        """Log at most one Redis error every few seconds: an outage or a hot bad key must not flood the log."""
         now = time.monotonic()
         if now - self._last_error_logged >= _ERROR_LOG_INTERVAL:
             self._last_error_logged = now
-            log.warning("primary backend failed, deciding by the fail-%s strategy: %s", self.failure_strategy, exc)
+            log.error(message, exc_info=traceback)
 
     async def close(self) -> None:
         """Release the primary backend's connections."""

@@ -133,7 +133,7 @@ class TestHalfOpen:
 
     def test_a_successful_probe_closes(self) -> None:
         """Probe success: closed, and the next cool-down starts again from the base."""
-        breaker, clock = self.half_open()
+        breaker, _ = self.half_open()
         breaker.on_success(breaker.before_call())
         assert breaker.state is BreakerState.CLOSED
         fail(breaker, 3)

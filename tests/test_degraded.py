@@ -16,19 +16,18 @@ from tests.test_service import metric
 Fetch = Callable[..., Awaitable[HTTPResponse]]
 
 
-def unreachable_redis_limiter(strategy: str) -> RateLimiter:
-    """A limiter whose Redis is a port nothing listens on: every call is refused."""
+@pytest.fixture
+def service_limiter(request: pytest.FixtureRequest, io_loop: IOLoop) -> Iterator[RateLimiter]:
+    """A limiter whose Redis is a port nothing listens on (every call refused), with the strategy
+    the test class names."""
     backend = RedisBackend.from_url(f"redis://127.0.0.1:{free_port()}/0")
-    return RateLimiter(backend, failure_strategy=strategy, metrics=LimiterMetrics())
+    limiter = RateLimiter(backend, failure_strategy=request.param, metrics=LimiterMetrics())
+    yield limiter
+    io_loop.run_sync(limiter.close)
 
 
+@pytest.mark.parametrize("service_limiter", ["open"], indirect=True)
 class TestFailOpen:
-    @pytest.fixture
-    def service_limiter(self, io_loop: IOLoop) -> Iterator[RateLimiter]:
-        limiter = unreachable_redis_limiter("open")
-        yield limiter
-        io_loop.run_sync(limiter.close)
-
     @pytest.mark.gen_test
     async def test_local_decisions_marked_degraded_and_counted(self, fetch: Fetch) -> None:
         """Every response says X-RateLimit-Degraded: true; the local fallback still enforces the limit."""
@@ -42,13 +41,8 @@ class TestFailOpen:
         assert (health["status"], health["degraded"]) == ("ok", True)
 
 
+@pytest.mark.parametrize("service_limiter", ["closed"], indirect=True)
 class TestFailClosed:
-    @pytest.fixture
-    def service_limiter(self, io_loop: IOLoop) -> Iterator[RateLimiter]:
-        limiter = unreachable_redis_limiter("closed")
-        yield limiter
-        io_loop.run_sync(limiter.close)
-
     @pytest.mark.gen_test
     async def test_requests_are_denied_with_retry_after_and_marked(self, fetch: Fetch) -> None:
         """Fail-closed: 429 with Retry-After and the degraded header, not a 5xx."""

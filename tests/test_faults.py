@@ -103,18 +103,10 @@ class TestKill:
         self, service: ServiceProcess, own_redis: RedisProcess
     ) -> None:
         """kill -9 under load (fail-open): zero 5xx; every request after Redis died is degraded, and allowed."""
-        moments = {}
-
-        async def steps() -> None:
-            await asyncio.sleep(1.0)
-            await asyncio.to_thread(own_redis.kill)
-            moments["dead"] = time.monotonic()
-            await asyncio.sleep(2.0)
-
-        samples = run_with_fault(service, steps)
+        samples, dead = kill_under_load(service, own_redis)
         assert_no_server_errors(samples)
-        before = [s for s in samples if s.finished < moments["dead"]]
-        outage = after(samples, moments["dead"])
+        before = [s for s in samples if s.finished < dead]
+        outage = after(samples, dead)
         assert before and not any(s.degraded for s in before)
         assert len(outage) > 100 and all(s.degraded and s.status == 200 for s in outage)
         assert_metrics_match(service, samples)
@@ -126,21 +118,27 @@ class TestKill:
     @pytest.mark.parametrize("service", ["closed"], indirect=True)
     def test_fail_closed_answers_429_with_retry_after(self, service: ServiceProcess, own_redis: RedisProcess) -> None:
         """kill -9 under load (fail-closed): zero 5xx; every request after Redis died is a degraded 429."""
-        moments = {}
-
-        async def steps() -> None:
-            await asyncio.sleep(0.5)
-            await asyncio.to_thread(own_redis.kill)
-            moments["dead"] = time.monotonic()
-            await asyncio.sleep(1.5)
-
-        samples = run_with_fault(service, steps)
+        samples, dead = kill_under_load(service, own_redis)
         assert_no_server_errors(samples)
-        outage = after(samples, moments["dead"])
+        outage = after(samples, dead)
         assert len(outage) > 100
         assert all(s.status == 429 and s.degraded and int(s.retry_after or 0) >= 1 for s in outage)
         assert_metrics_match(service, samples)
         report("kill-9 fail-closed", samples, denied_after_death=len(outage))
+
+
+def kill_under_load(service: ServiceProcess, own_redis: RedisProcess) -> tuple[list[Sample], float]:
+    """1 s of steady load, kill -9, 2 s more; returns the samples and when Redis was dead (reaped)."""
+    moments = {}
+
+    async def steps() -> None:
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(own_redis.kill)
+        moments["dead"] = time.monotonic()
+        await asyncio.sleep(2.0)
+
+    samples = run_with_fault(service, steps)
+    return samples, moments["dead"]
 
 
 class TestFreeze:
@@ -190,10 +188,12 @@ class TestRestart:
             return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
         async def steps() -> None:
-            await asyncio.sleep(1.0)
-            first, started = evalsha_calls(), time.monotonic()
-            await asyncio.sleep(1.0)
-            steady["rate"] = (evalsha_calls() - first) / (time.monotonic() - started)
+            await asyncio.sleep(0.5)
+            steady_counts = []
+            for _ in range(9):  # 2 s of steady load, sampled like the recovery below
+                steady_counts.append((time.monotonic(), evalsha_calls()))
+                await asyncio.sleep(0.25)
+            steady["rate"] = peak_rate(steady_counts)
             await asyncio.to_thread(own_redis.kill)
             await asyncio.sleep(1.5)
             await asyncio.to_thread(own_redis.start)
@@ -206,10 +206,15 @@ class TestRestart:
         assert_no_server_errors(samples)
         recovered = after(samples, moments["restarted"] + COOLDOWN * 1.2 + 1.0)
         assert recovered and not any(s.degraded for s in recovered)
-        peak = max((c2 - c1) / (t2 - t1) for (t1, c1), (t2, c2) in zip(back, back[4:], strict=False))
+        peak = peak_rate(back)
         assert peak <= 1.5 * steady["rate"], f"peak {peak:.0f}/s against steady {steady['rate']:.0f}/s"
         assert_metrics_match(service, samples)
         report("restart", samples, steady_per_s=steady["rate"], peak_back_per_s=peak)
+
+
+def peak_rate(counts: list[tuple[float, int]]) -> float:
+    """The highest rate over any 1 s window of (time, counter) samples taken every 0.25 s."""
+    return max((c2 - c1) / (t2 - t1) for (t1, c1), (t2, c2) in zip(counts, counts[4:], strict=False))
 
 
 class TestRedisRefusing:

@@ -143,20 +143,24 @@ class TestWhatCountsAsAnOutage:
 
         asyncio.run(scenario())
 
-    def test_a_bug_in_the_call_is_not_swallowed_as_an_outage(self, own_redis: RedisProcess) -> None:
-        """A key of the wrong type (WRONGTYPE) raises to the caller and leaves the breaker closed."""
-        backend_prefix_key = "rl:lim:wrong"
-        own_redis.client().hset(backend_prefix_key, "a", "b")
+    def test_a_bug_in_the_call_is_logged_not_treated_as_an_outage(
+        self, own_redis: RedisProcess, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A bucket key of the wrong type (WRONGTYPE) is logged with its traceback and counted; the
+        client still gets a (degraded) decision, and the breaker stays closed however often it happens."""
+        own_redis.client().hset("rl:lim:wrong", "a", "b")
 
         async def scenario() -> None:
             limiter = limiter_on(own_redis)
-            with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
-                await limiter.acquire("wrong", POLICY)
+            decisions = [await limiter.acquire("wrong", POLICY) for _ in range(5)]
+            assert all(d.allowed and d.degraded for d in decisions)
             assert limiter.breaker.state is BreakerState.CLOSED
-            assert count(limiter, "rate_limit_errors_total") == 0
+            assert count(limiter, "rate_limit_errors_total") == 5
+            assert not (await limiter.acquire("fine", POLICY)).degraded
             await limiter.close()
 
         asyncio.run(scenario())
+        assert "WRONGTYPE" in caplog.text and "Traceback" in caplog.text
 
     @pytest.mark.parametrize(
         ("error", "outage"),
@@ -176,3 +180,32 @@ class TestWhatCountsAsAnOutage:
     def test_classification(self, error: Exception, outage: bool) -> None:
         """Replies meaning 'cannot serve now' are outages; errors of the call itself are not."""
         assert is_unavailable(error) == outage
+
+
+class TestCancelledProbe:
+    def test_a_cancelled_probe_does_not_leave_the_breaker_half_open(self, own_redis: RedisProcess) -> None:
+        """The client of the half-open probe goes away mid-call: the next request probes, and closes it."""
+        clock = [0.0]
+        breaker = CircuitBreaker(FAST_BREAKER, clock=lambda: clock[0], rng=random.Random(0))
+        limiter = RateLimiter(RedisBackend.from_url(own_redis.url, timeout=2.0), breaker=breaker)
+
+        async def scenario() -> None:
+            own_redis.kill()
+            for _ in range(3):
+                await limiter.acquire("k", POLICY)
+            own_redis.start()
+            own_redis.freeze()
+            clock[0] += 1.0  # past the cool-down
+            probe = asyncio.create_task(limiter.acquire("k", POLICY))
+            await asyncio.sleep(0.1)  # the probe is waiting on the frozen Redis
+            assert breaker.state is BreakerState.HALF_OPEN
+            probe.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await probe
+            own_redis.thaw()
+            decision = await limiter.acquire("k", POLICY)
+            assert not decision.degraded
+            assert breaker.state is BreakerState.CLOSED
+            await limiter.close()
+
+        asyncio.run(scenario())

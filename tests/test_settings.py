@@ -31,6 +31,11 @@ class TestFromEnv:
             "RATE_LIMIT_FORWARDED_HEADER": "Forwarded",
             "RATE_LIMIT_IPV6_PREFIX": "56",
             "JWT_SECRET": "x" * 32,
+            "RATE_LIMIT_FALLBACK_SHARE": "0.25",
+            "RATE_LIMIT_REDIS_TIMEOUT": "0.02",
+            "RATE_LIMIT_BREAKER_FAILURES": "3",
+            "RATE_LIMIT_BREAKER_COOLDOWN": "1.5",
+            "RATE_LIMIT_BREAKER_MAX_COOLDOWN": "60",
         }
         settings = Settings.from_env(env)
         assert settings == Settings(
@@ -47,7 +52,13 @@ class TestFromEnv:
             forwarded_header="forwarded",
             ipv6_prefix=56,
             jwt_secret="x" * 32,
+            fallback_share=0.25,
+            redis_timeout=0.02,
+            breaker_failures=3,
+            breaker_cooldown=1.5,
+            breaker_max_cooldown=60.0,
         )
+        assert (settings.breaker_config.consecutive_failures, settings.breaker_config.max_cooldown) == (3, 60.0)
         assert (settings.ip_policy.capacity, settings.user_policy.refill_rate) == (100, 10.0)
 
     @pytest.mark.parametrize(
@@ -70,6 +81,12 @@ class TestFromEnv:
             ("RATE_LIMIT_IPV6_PREFIX", "200"),
             ("RATE_LIMIT_FORWARDED_HEADER", "X-Real-Ip"),
             ("JWT_SECRET", "short"),
+            ("RATE_LIMIT_FALLBACK_SHARE", "0"),
+            ("RATE_LIMIT_FALLBACK_SHARE", "1.5"),
+            ("RATE_LIMIT_REDIS_TIMEOUT", "-1"),
+            ("RATE_LIMIT_BREAKER_FAILURES", "0"),
+            ("RATE_LIMIT_BREAKER_COOLDOWN", "soon"),
+            ("RATE_LIMIT_BREAKER_MAX_COOLDOWN", "0.5"),  # below the 2 s cool-down
         ],
     )
     def test_a_bad_value_raises_naming_the_variable(self, name: str, value: str) -> None:
