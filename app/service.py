@@ -24,7 +24,9 @@ def build_limiter(settings: Settings) -> RateLimiter:
         primary: LocalBackend | RedisBackend = LocalBackend()
     else:
         log.info("limits are kept in Redis (RedisBackend), failure strategy: %s", settings.failure_strategy)
-        primary = RedisBackend.from_url(settings.redis_url, timeout=settings.redis_timeout)
+        primary = RedisBackend.from_url(
+            settings.redis_url, timeout=settings.redis_timeout, verify_tls=settings.redis_tls_verify
+        )
     return RateLimiter(
         primary,
         failure_strategy=settings.failure_strategy,

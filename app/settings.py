@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from limiter import Policy
 from limiter.breaker import BreakerConfig
+from limiter.redis_url import check_url
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -76,6 +77,29 @@ def _networks(environ: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+def _boolean(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _raw(environ, name)
+    if raw is None:
+        return default
+    if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise _fail(name, raw, "true or false")
+    return raw.lower() in ("true", "1", "yes")
+
+
+def _redis_url(environ: Mapping[str, str]) -> str | None:
+    """REDIS_TLS_URL when set (Heroku sets both, the TLS one being the one to use), else REDIS_URL."""
+    name = "REDIS_TLS_URL" if _raw(environ, "REDIS_TLS_URL") else "REDIS_URL"
+    raw = _raw(environ, name)
+    if raw is None:
+        return None
+    try:
+        check_url(raw)
+    except ValueError as exc:  # the URL itself is not echoed: it may hold a password
+        message = f"{name} is not valid: {exc}"
+        raise SettingsError(message) from None
+    return raw
+
+
 def _secret(environ: Mapping[str, str], name: str) -> str | None:
     raw = _raw(environ, name)
     if raw is not None and len(raw.encode("utf-8")) < 32:
@@ -91,7 +115,8 @@ class Settings:
 
     port: int = 8080  # PORT
     host: str = "0.0.0.0"  # HOST
-    redis_url: str | None = None  # REDIS_URL; unset: the in-memory backend
+    redis_url: str | None = None  # REDIS_TLS_URL or REDIS_URL; unset: the in-memory backend
+    redis_tls_verify: bool = True  # REDIS_TLS_VERIFY: false accepts a self-signed certificate
     ip_capacity: int = 60  # RATE_LIMIT_CAPACITY: burst per client address
     ip_refill_rate: float = 1.0  # RATE_LIMIT_REFILL_RATE: tokens per second per client address
     user_capacity: int = 120  # RATE_LIMIT_USER_CAPACITY: burst per authenticated user
@@ -114,7 +139,8 @@ class Settings:
         return cls(
             port=_integer(environ, "PORT", cls.port, 1, 65535),
             host=_raw(environ, "HOST") or cls.host,
-            redis_url=_raw(environ, "REDIS_URL"),
+            redis_url=_redis_url(environ),
+            redis_tls_verify=_boolean(environ, "REDIS_TLS_VERIFY", cls.redis_tls_verify),
             ip_capacity=_integer(environ, "RATE_LIMIT_CAPACITY", cls.ip_capacity, 1, 10**9),
             ip_refill_rate=_rate(environ, "RATE_LIMIT_REFILL_RATE", cls.ip_refill_rate),
             user_capacity=_integer(environ, "RATE_LIMIT_USER_CAPACITY", cls.user_capacity, 1, 10**9),

@@ -10,14 +10,12 @@ import hashlib
 import math
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from limiter.bucket import BucketState, Decision, Policy, decide, validate_cost, validate_now
 from limiter.errors import BackendError
+from limiter.redis_url import RedisClient, client_from_url
 from lua import read_script
 
 TOKEN_BUCKET_SCRIPT = read_script("token_bucket.lua")
@@ -58,7 +56,7 @@ class RedisBackend:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         expiry_slack: float = DEFAULT_EXPIRY_SLACK,
@@ -76,21 +74,15 @@ class RedisBackend:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        verify_tls: bool = True,
         **backend_options: Any,
     ) -> RedisBackend:
-        """Build a backend for ``redis://``, ``rediss://`` or ``unix://`` URLs.
+        """Build a backend for any URL of ``limiter.redis_url``: one server, Cluster or Sentinel, TLS or not.
 
-        ``timeout`` (seconds) bounds each decision as a whole, and each socket operation too.
+        ``timeout`` (seconds) bounds each decision as a whole, and each socket operation too;
+        ``verify_tls=False`` accepts a self-signed certificate on ``rediss://``.
         """
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=None,  # the per-call deadline bounds the wait for a connection
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-        client = aioredis.Redis(connection_pool=pool)
+        client = client_from_url(url, timeout=timeout, max_connections=max_connections, verify_tls=verify_tls)
         return cls(client, timeout=timeout, **backend_options)
 
     async def close(self) -> None:

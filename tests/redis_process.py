@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -24,16 +25,25 @@ def free_port() -> int:
 
 
 class RedisProcess:
-    """One redis-server child process with no persistence, on ``port`` (a free one by default)."""
+    """One redis-server child process with no persistence, on ``port`` (a free one by default).
 
-    def __init__(self, port: int | None = None) -> None:
+    ``extra_args`` are added to the command line; ``config`` (text) becomes its config file, as sentinel
+    mode requires; ``tls`` serves only TLS on the port (give the certificate options in ``extra_args``).
+    """
+
+    def __init__(
+        self, port: int | None = None, extra_args: tuple[str, ...] = (), config: str | None = None, tls: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.workdir = tempfile.mkdtemp(prefix="rl-redis-")
+        self.extra_args = extra_args
+        self.config = config
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisProcess:
         """Start the server and wait until it answers PING."""
@@ -42,10 +52,17 @@ class RedisProcess:
             message = "redis-server is not installed: run `make test`, or apt-get install redis-server"
             raise RuntimeError(message)
         os.makedirs(self.workdir, exist_ok=True)
+        config_file = []
+        if self.config is not None:
+            path = os.path.join(self.workdir, "redis.conf")
+            with open(path, "w") as config:
+                config.write(self.config)
+            config_file = [path]
+        port_options = ["--port", "0", "--tls-port", str(self.port)] if self.tls else ["--port", str(self.port)]
         command = [
             executable,
-            "--port",
-            str(self.port),
+            *config_file,
+            *port_options,
             "--bind",
             "127.0.0.1",
             "--save",
@@ -56,6 +73,7 @@ class RedisProcess:
             self.workdir,
             "--logfile",
             os.path.join(self.workdir, "log"),
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -69,7 +87,12 @@ class RedisProcess:
 
     def answers_ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                sock = raw
+                if self.tls:
+                    context = ssl.create_default_context()
+                    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                    sock = context.wrap_socket(raw)
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
@@ -77,7 +100,8 @@ class RedisProcess:
 
     def client(self) -> redis.Redis:
         """A plain synchronous client, for the test's own look at the server (INFO, CONFIG, keys)."""
-        return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True)
+        tls = {"ssl": True, "ssl_cert_reqs": "none"} if self.tls else {}
+        return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True, **tls)  # type: ignore[arg-type]
 
     def kill(self) -> None:
         """kill -9: the server dies at once, connections and data with it."""

@@ -1,0 +1,142 @@
+"""Redis clients from URLs: one server, a Cluster, or a Sentinel-managed master, TLS or not.
+
+    redis://[user:pass@]host:port[/db]       rediss://... (TLS)       unix:///path/redis.sock
+    redis+cluster://[user:pass@]h1:p1,h2:p2
+    redis+sentinel://[:pass@]h1:p1,h2:p2/service[/db]
+
+(the ``redis+cluster`` and ``redis+sentinel`` forms are those of the ``limits`` library). Query
+parameters redis-py understands (``ssl_cert_reqs=none``, ``ssl_ca_certs=...``) work in every form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+
+SINGLE_SCHEMES = ("redis", "rediss", "unix")
+CLUSTER_SCHEMES = ("redis+cluster",)
+SENTINEL_SCHEMES = ("redis+sentinel",)
+SCHEMES = SINGLE_SCHEMES + CLUSTER_SCHEMES + SENTINEL_SCHEMES
+
+RedisClient = aioredis.Redis | RedisCluster
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError, saying what is wrong, unless ``url`` is a Redis URL this module can use."""
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        message = f"the scheme must be one of {', '.join(s + '://' for s in SCHEMES)}"
+        raise ValueError(message)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("a unix:// URL needs the socket's path")
+        return
+    hosts = _hosts(parts.netloc)
+    if parts.scheme in SINGLE_SCHEMES and len(hosts) != 1:
+        raise ValueError("a redis:// URL names one host; use redis+cluster:// or redis+sentinel:// for several")
+    if parts.scheme in SENTINEL_SCHEMES and not parts.path.strip("/"):
+        raise ValueError("a redis+sentinel:// URL needs the service name as its path: /mymaster")
+    parse_url(_single_host_url(url))  # checks the query parameters
+
+
+def client_from_url(url: str, *, timeout: float, max_connections: int, verify_tls: bool = True) -> RedisClient:
+    """A redis.asyncio client for ``url``: short socket timeouts, redis-py's retries off.
+
+    ``verify_tls=False`` accepts any server certificate on ``rediss://`` (as a Heroku-style Redis with a
+    self-signed certificate needs); it is the same as ``?ssl_cert_reqs=none`` in the URL.
+    """
+    check_url(url)
+    scheme = urlsplit(url).scheme
+    if scheme == "rediss" and not verify_tls:
+        url = _with_query(url, "ssl_cert_reqs=none")
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if scheme in CLUSTER_SCHEMES:
+        return _cluster(url, options, max_connections)
+    if scheme in SENTINEL_SCHEMES:
+        return _sentinel(url, options)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=None,
+        **options,  # the caller's deadline bounds the wait
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+def _cluster(url: str, options: dict[str, Any], max_connections: int) -> RedisCluster:
+    connect = _connect_options(url)
+    connect.pop("db", None)
+    nodes = [ClusterNode(host, port) for host, port in _hosts(urlsplit(url).netloc)]
+    return RedisCluster(
+        startup_nodes=nodes,
+        max_connections=max_connections,
+        cluster_error_retry_attempts=1,  # one redirect-driven refresh of the slot map, then the breaker
+        **options,
+        **connect,
+    )
+
+
+def _sentinel(url: str, options: dict[str, Any]) -> aioredis.Redis:
+    parts = urlsplit(url)
+    service, _, db = parts.path.strip("/").partition("/")
+    connect = _connect_options(url)
+    connect.pop("db", None)
+    if db:
+        connect["db"] = int(db)
+    sentinel_options = {key: value for key, value in options.items() if key != "retry"}
+    if "password" in connect:
+        sentinel_options["password"] = connect["password"]
+    sentinel = Sentinel(_hosts(parts.netloc), sentinel_kwargs=sentinel_options, **options, **connect)  # type: ignore[no-untyped-call]
+    master: aioredis.Redis = sentinel.master_for(unquote(service))
+    return master
+
+
+def _with_query(url: str, parameter: str) -> str:
+    parts = urlsplit(url)
+    query = f"{parts.query}&{parameter}" if parts.query else parameter
+    return parts._replace(query=query).geturl()
+
+
+def _connect_options(url: str) -> dict[str, Any]:
+    """Credentials, TLS and query options of a multi-host URL, as redis-py reads them for one host."""
+    parsed: dict[str, Any] = dict(parse_url(_single_host_url(url)))
+    parsed.pop("host", None)
+    parsed.pop("port", None)
+    return parsed
+
+
+def _single_host_url(url: str) -> str:
+    """``url`` rewritten as a plain redis:// or rediss:// URL of its first host (for parse_url)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return url
+    scheme = "rediss" if parts.scheme == "rediss" else "redis"
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    first = hosts.split(",")[0]
+    netloc = f"{credentials}@{first}" if credentials else first
+    path = "" if parts.scheme in SENTINEL_SCHEMES else parts.path
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{netloc}{path}{query}"
+
+
+def _hosts(netloc: str) -> list[tuple[str, int]]:
+    """``h1:p1,[::1]:p2`` as (host, port) pairs; port 6379 (26379 for sentinels is not guessed)."""
+    hosts = []
+    for item in netloc.rpartition("@")[2].split(","):
+        parts = urlsplit(f"//{item}")
+        if not parts.hostname:
+            message = f"{item!r} is not host:port"
+            raise ValueError(message)
+        hosts.append((parts.hostname, parts.port or 6379))
+    return hosts
