@@ -31,6 +31,7 @@ async def drain(application: ServiceApplication, deadline: float) -> None:
 async def serve(settings: Settings) -> None:
     """Listen until SIGTERM or SIGINT; then stop accepting, finish requests in flight, close Redis."""
     application = make_app(settings)
+    await application.settings[SETTINGS_KEY].limiter.connect()
     server = tornado.httpserver.HTTPServer(application, max_body_size=MAX_BODY_BYTES)
     server.listen(settings.port, settings.host)
     log.info("listening on %s:%d", settings.host, settings.port)

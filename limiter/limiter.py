@@ -4,12 +4,13 @@ failure strategy, metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from redis.exceptions import RedisError
 
-from limiter.breaker import BreakerState, CircuitBreaker
+from limiter.breaker import BreakerState, CircuitBreaker, Permit
 from limiter.bucket import Decision, Policy
 from limiter.errors import BackendError, CircuitOpenError
 from limiter.local import LocalBackend
@@ -60,6 +61,7 @@ class RateLimiter:
         self._scaled_policies: dict[Policy, Policy] = {}
         self._last_error_logged = -_ERROR_LOG_INTERVAL
         self._primary_failing = False
+        self._probe: asyncio.Task[None] | None = None
 
     @property
     def backend_name(self) -> str:
@@ -79,10 +81,30 @@ class RateLimiter:
         self.metrics.count_decision(identity_kind, decision.allowed, decision.degraded, time.perf_counter() - started)
         return decision
 
+    async def connect(self) -> bool:
+        """Get the primary ready before serving (connect, load the script); False, and logged, if not now.
+
+        Failing here is not fatal: requests are answered by the failure strategy until Redis is back.
+        """
+        if not isinstance(self.primary, RedisBackend):
+            return True
+        try:
+            await self.primary.connect()
+        except BackendError as exc:
+            log.warning(
+                "Redis is not reachable at start; deciding by the fail-%s strategy: %s", self.failure_strategy, exc
+            )
+            return False
+        return True
+
     async def _decide(self, key: str, policy: Policy, cost: float) -> Decision:
         try:
             permit = self.breaker.before_call()
         except CircuitOpenError:
+            return await self._decide_without_primary(key, policy, cost)
+        if permit.probe:  # the probe runs on its own: this request is not made to wait for it
+            self._probe = asyncio.create_task(self._run_probe(permit))
+            self._probe.add_done_callback(lambda task: self._probe_ended(permit, task))
             return await self._decide_without_primary(key, policy, cost)
         try:
             decision = await self.primary.acquire(key, policy, cost)
@@ -103,6 +125,27 @@ class RateLimiter:
         self.breaker.on_success(permit)
         self._primary_failing = False
         return decision
+
+    async def _run_probe(self, permit: Permit) -> None:
+        """The half-open probe: is Redis ready again (connected, script loaded) within the connect timeout?"""
+        assert isinstance(self.primary, RedisBackend)  # a local primary never fails, so never probes
+        try:
+            await self.primary.connect()
+        except BackendError as exc:
+            self.breaker.on_failure(permit)
+            self.metrics.errors.inc()
+            self._log_error(f"Redis is still failing: {exc}")
+        else:
+            self.breaker.on_success(permit)
+            self._primary_failing = False
+
+    def _probe_ended(self, permit: Permit, task: asyncio.Task[None]) -> None:
+        """A probe cancelled (even before it started) or broken by a bug gives its turn to the next request."""
+        if task.cancelled():
+            self.breaker.on_cancel(permit)
+        elif (error := task.exception()) is not None:
+            self.breaker.on_cancel(permit)
+            log.error("the Redis probe failed with a bug", exc_info=error)
 
     async def _decide_without_primary(self, key: str, policy: Policy, cost: float) -> Decision:
         if self.failure_strategy == FAIL_CLOSED:
@@ -132,6 +175,8 @@ class RateLimiter:
             log.error(message, exc_info=traceback)
 
     async def close(self) -> None:
-        """Release the primary backend's connections."""
+        """Stop a probe under way and release the primary backend's connections."""
+        if self._probe is not None and not self._probe.done():
+            self._probe.cancel()
         if isinstance(self.primary, RedisBackend):
             await self.primary.close()

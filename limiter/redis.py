@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from limiter.bucket import BucketState, Decision, Policy, decide, validate_cost, validate_now
 from limiter.errors import BackendError
-from limiter.redis_url import RedisClient, client_from_url
+from limiter.redis_url import RedisClient, RedisCluster, client_from_url
 from lua import read_script
 
 TOKEN_BUCKET_SCRIPT = read_script("token_bucket.lua")
@@ -29,6 +29,9 @@ DEFAULT_TIMEOUT = 0.05
 # past that, callers queue for a free one (within the deadline) instead of failing.
 DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_KEY_PREFIX = "rl:"
+# Getting ready (connecting, TLS, a Cluster's slot map, loading the script) may take longer than a
+# decision may; it runs at start and in the breaker's probe, where no request waits for it.
+DEFAULT_CONNECT_TIMEOUT = 1.0
 # Replies that mean "Redis cannot serve right now" (an outage), as opposed to a bug in the call.
 _UNAVAILABLE = (
     OSError,
@@ -114,13 +117,25 @@ class RedisBackend:
         state = BucketState(float(tokens), float(stamp))
         return decide(bool(int(allowed)), state, float(script_now), policy, cost)
 
-    async def ping(self) -> bool:
-        """Whether Redis answers PING within the timeout."""
+    async def connect(self, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+        """Make sure Redis can decide: connect (a Cluster learns its slots), load the script, and run
+        one decision on a key of its own (so a Redis that refuses writes, OOM or READONLY, fails here).
+
+        Runs with a deadline of its own, longer than a decision's: a TLS handshake or a Cluster's slot
+        discovery may need it, and no client request waits on this. Raises BackendError on failure.
+        """
+        probe_args = ("1", "1000", "1", "", self._slack_ms)  # a 1-token bucket, full again in 1 ms
         try:
-            async with asyncio.timeout(self.timeout):
-                return bool(await self.client.ping())
-        except (TimeoutError, RedisError, OSError):
-            return False
+            async with asyncio.timeout(timeout):
+                if isinstance(self.client, RedisCluster):
+                    await self.client.initialize()
+                await self.client.script_load(TOKEN_BUCKET_SCRIPT)
+                await self._run_script(f"{self.key_prefix}probe", probe_args)
+        except (TimeoutError, RedisError, OSError) as exc:
+            if not is_unavailable(exc):
+                raise
+            message = f"Redis is not ready: {type(exc).__name__}: {exc}"
+            raise BackendError(message) from exc
 
     async def _run_script(self, redis_key: str, args: tuple[str, ...]) -> list[Any]:
         """EVALSHA the script, loading it once if Redis does not know it (restart, failover, flush)."""

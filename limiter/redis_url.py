@@ -27,6 +27,8 @@ SCHEMES = SINGLE_SCHEMES + CLUSTER_SCHEMES + SENTINEL_SCHEMES
 
 RedisClient = aioredis.Redis | RedisCluster
 
+__all__ = ["SCHEMES", "RedisClient", "RedisCluster", "check_url", "client_from_url"]
+
 
 def check_url(url: str) -> None:
     """Raise ValueError, saying what is wrong, unless ``url`` is a Redis URL this module can use."""

@@ -17,7 +17,11 @@ from tests.service_process import ServiceProcess
 
 TIMEOUT = 0.05  # RATE_LIMIT_REDIS_TIMEOUT of the service under test
 COOLDOWN = 1.0  # RATE_LIMIT_BREAKER_COOLDOWN (and its cap): at most 1.2 s with jitter
-LATENCY_SLACK = 0.25  # what a loaded 2-core machine may add to the timeout, measured below
+# What may come on top of the timeout: inside the service (a decision, per its latency histogram), and
+# as the clients measure it (their own event loop shares 2 cores with the service and Redis).
+DECISION_SLACK = 0.05
+CLIENT_SLACK = 0.45
+STORM_RATIO = 2.0  # a storm multiplies the command rate; closed-loop clients vary it by up to ~1.5x
 CLIENTS = 16
 
 
@@ -47,15 +51,36 @@ def service(request: pytest.FixtureRequest, own_redis: RedisProcess) -> Iterator
     process.stop()
 
 
+def assert_back_on_redis(samples: list[Sample], since: float, within: float) -> None:
+    """Redis decides again within ``within`` seconds of ``since``: the first Redis decision comes by then
+    and at least 99% after it are Redis decisions (a lone timeout on a busy machine may still degrade one)."""
+    later = after(samples, since)
+    first_back = min((s.started for s in later if not s.degraded), default=float("inf"))
+    assert first_back <= since + within, f"no Redis decision within {within} s"
+    settled = after(samples, since + within)
+    assert settled and sum(not s.degraded for s in settled) >= 0.99 * len(settled)
+
+
+def assert_requests_stay_fast(service: ServiceProcess, samples: list[Sample]) -> None:
+    """Every decision took at most the timeout plus a little, in the service and as clients saw it."""
+    slowest = max(s.latency for s in samples)
+    assert slowest <= TIMEOUT + CLIENT_SLACK, f"slowest request took {slowest:.3f} s"
+    seen = metrics(service)
+    within = seen[f"rate_limit_decision_seconds_bucket:{TIMEOUT + DECISION_SLACK:g}"]
+    assert within == seen["rate_limit_decision_seconds_count"], "some decisions took longer than timeout + slack"
+
+
 def metrics(service: ServiceProcess) -> dict[str, float]:
     with urllib.request.urlopen(service.url + "/metrics", timeout=5) as response:
         text = response.read().decode()
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if not sample.labels or sample.labels.get("identity") == "ip"
-    }
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if "le" in sample.labels:  # histogram buckets as name:upper-bound
+                values[f"{sample.name}:{float(sample.labels['le']):g}"] = sample.value
+            elif not sample.labels or sample.labels.get("identity") == "ip":
+                values[sample.name] = sample.value
+    return values
 
 
 def run_with_fault(service: ServiceProcess, steps: Callable[[], object]) -> list[Sample]:
@@ -162,10 +187,8 @@ class TestFreeze:
 
         samples = run_with_fault(service, steps)
         assert_no_server_errors(samples)
-        slowest = max(s.latency for s in samples)
-        assert slowest <= TIMEOUT + LATENCY_SLACK, f"slowest request took {slowest:.3f} s"
-        recovered = after(samples, moments["thawed"] + COOLDOWN * 1.2 + 1.0)
-        assert recovered and not any(s.degraded for s in recovered)
+        assert_requests_stay_fast(service, samples)
+        assert_back_on_redis(samples, moments["thawed"], COOLDOWN * 1.2 + 1.0)
         assert any(s.degraded for s in after(samples, moments["frozen"]))
         opened = int(control.info("stats")["total_connections_received"]) - moments["connections"]
         assert opened <= 2 * CLIENTS + 4, f"{opened} connections opened around a 2 s freeze"
@@ -204,10 +227,9 @@ class TestRestart:
 
         samples = run_with_fault(service, steps)
         assert_no_server_errors(samples)
-        recovered = after(samples, moments["restarted"] + COOLDOWN * 1.2 + 1.0)
-        assert recovered and not any(s.degraded for s in recovered)
+        assert_back_on_redis(samples, moments["restarted"], COOLDOWN * 1.2 + 1.0)
         peak = peak_rate(back)
-        assert peak <= 1.5 * steady["rate"], f"peak {peak:.0f}/s against steady {steady['rate']:.0f}/s"
+        assert peak <= STORM_RATIO * steady["rate"], f"peak {peak:.0f}/s against steady {steady['rate']:.0f}/s"
         assert_metrics_match(service, samples)
         report("restart", samples, steady_per_s=steady["rate"], peak_back_per_s=peak)
 
@@ -248,7 +270,7 @@ class TestRedisRefusing:
         assert_no_server_errors(samples)
         refusing = [s for s in after(samples, moments["refusing"] + 0.1) if s.finished < moments["healed"]]
         assert refusing and all(s.degraded and s.status == 200 for s in refusing)
-        assert not any(s.degraded for s in after(samples, moments["healed"] + COOLDOWN * 1.2 + 1.0))
+        assert_back_on_redis(samples, moments["healed"], COOLDOWN * 1.2 + 1.0)
         assert metrics(service)["rate_limit_errors_total"] >= 5
         open_calls = calls["open_to"] - calls["open_from"]
         assert open_calls <= 2, f"{open_calls} calls reached Redis in 1 s of an open breaker"  # probes only
@@ -267,8 +289,8 @@ class TestRedisRefusing:
 
         samples = run_with_fault(service, steps)
         assert_no_server_errors(samples)
-        assert max(s.latency for s in samples) <= TIMEOUT + LATENCY_SLACK
+        assert_requests_stay_fast(service, samples)
         assert any(s.degraded for s in after(samples, moments["paused"]))
-        assert not any(s.degraded for s in after(samples, moments["paused"] + 1.5 + COOLDOWN * 1.2 + 1.0))
+        assert_back_on_redis(samples, moments["paused"] + 1.5, COOLDOWN * 1.2 + 1.0)
         assert_metrics_match(service, samples)
         report("CLIENT PAUSE", samples)

@@ -31,6 +31,14 @@ def limiter_on(server: RedisProcess, **options: object) -> RateLimiter:
     return RateLimiter(backend, breaker=breaker, metrics=LimiterMetrics(), **options)  # type: ignore[arg-type]
 
 
+async def closed_within(breaker: CircuitBreaker, seconds: float) -> None:
+    """Wait (polling) until the breaker has closed, failing after ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while breaker.state is not BreakerState.CLOSED:
+        assert asyncio.get_running_loop().time() < deadline, f"breaker still {breaker.state.value}"
+        await asyncio.sleep(0.01)
+
+
 def count(limiter: RateLimiter, name: str, labels: dict[str, str] | None = None) -> float:
     value = limiter.metrics.registry.get_sample_value(name, labels)
     assert value is not None
@@ -81,9 +89,10 @@ class TestFailOpen:
             assert limiter.breaker.state is BreakerState.OPEN
             own_redis.start()
             await asyncio.sleep(0.25)  # one cool-down
+            assert (await limiter.acquire("k", POLICY)).degraded  # answered at once; the probe runs aside
+            await closed_within(limiter.breaker, 2.0)  # the probe connects and loads the script
             decision = await limiter.acquire("k", POLICY)
             assert not decision.degraded and decision.remaining == 9  # a fresh bucket in the new Redis
-            assert limiter.breaker.state is BreakerState.CLOSED
             await limiter.close()
 
         asyncio.run(scenario())
@@ -182,9 +191,11 @@ class TestWhatCountsAsAnOutage:
         assert is_unavailable(error) == outage
 
 
-class TestCancelledProbe:
-    def test_a_cancelled_probe_does_not_leave_the_breaker_half_open(self, own_redis: RedisProcess) -> None:
-        """The client of the half-open probe goes away mid-call: the next request probes, and closes it."""
+class TestProbe:
+    def test_the_probe_never_holds_a_request_and_a_cancelled_one_frees_its_turn(self, own_redis: RedisProcess) -> None:
+        """Half-open with Redis frozen: the request that starts the probe is answered at once (degraded);
+        the probe, cancelled while it waits, does not leave the breaker stuck: the next request probes,
+        and once Redis answers the breaker closes."""
         clock = [0.0]
         breaker = CircuitBreaker(FAST_BREAKER, clock=lambda: clock[0], rng=random.Random(0))
         limiter = RateLimiter(RedisBackend.from_url(own_redis.url, timeout=2.0), breaker=breaker)
@@ -196,16 +207,18 @@ class TestCancelledProbe:
             own_redis.start()
             own_redis.freeze()
             clock[0] += 1.0  # past the cool-down
-            probe = asyncio.create_task(limiter.acquire("k", POLICY))
-            await asyncio.sleep(0.1)  # the probe is waiting on the frozen Redis
-            assert breaker.state is BreakerState.HALF_OPEN
+            started = asyncio.get_running_loop().time()
+            assert (await limiter.acquire("k", POLICY)).degraded
+            assert asyncio.get_running_loop().time() - started < 0.05  # not held by the probe
+            probe = limiter._probe
+            assert probe is not None and not probe.done()  # waiting on the frozen Redis
             probe.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await probe
             own_redis.thaw()
-            decision = await limiter.acquire("k", POLICY)
-            assert not decision.degraded
-            assert breaker.state is BreakerState.CLOSED
+            assert (await limiter.acquire("k", POLICY)).degraded  # starts a new probe: the turn was freed
+            await closed_within(breaker, 2.0)
+            assert not (await limiter.acquire("k", POLICY)).degraded
             await limiter.close()
 
         asyncio.run(scenario())

@@ -1,0 +1,95 @@
+"""Redis Cluster through redis+cluster://: keys spread over slots, the same decisions, a master's death."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+
+from limiter import LocalBackend, Policy, RateLimiter, RedisBackend
+from tests.redis_topologies import RedisCluster
+from tests.strategies import Request, scenarios
+
+POLICY = Policy(5, 0.5, name="cluster")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    """Three redis-server masters on free ports, joined by redis-cli --cluster create."""
+    nodes = RedisCluster().start()
+    yield nodes
+    nodes.stop()
+
+
+def on_cluster(cluster: RedisCluster) -> RedisBackend:
+    return RedisBackend.from_url(cluster.url, timeout=2.0)
+
+
+class TestCluster:
+    def test_keys_spread_over_every_master_without_crossslot(self, cluster: RedisCluster) -> None:
+        """300 client keys land on all three masters; each decision is one key, so no CROSSSLOT."""
+
+        async def scenario() -> list[bool]:
+            backend = on_cluster(cluster)
+            decisions = [await backend.acquire(f"ip:10.0.{i // 256}.{i % 256}", POLICY) for i in range(300)]
+            await backend.close()
+            return [d.allowed for d in decisions]
+
+        assert all(asyncio.run(scenario()))
+        assert all(node.client().dbsize() > 0 for node in cluster.nodes)
+
+    def test_one_key_is_limited_exactly(self, cluster: RedisCluster) -> None:
+        """capacity 5 at one instant: five allowed, then denied, wherever the key's slot lives."""
+
+        async def scenario() -> list[bool]:
+            backend = on_cluster(cluster)
+            key = f"user:{uuid.uuid4().hex}"
+            decisions = [await backend.acquire(key, POLICY, now=1_764_000_000.0) for _ in range(7)]
+            await backend.close()
+            return [d.allowed for d in decisions]
+
+        assert asyncio.run(scenario()) == [True] * 5 + [False] * 2
+
+    @settings(max_examples=50)
+    @given(scenario=scenarios())
+    def test_cluster_and_local_backends_decide_identically(
+        self, cluster: RedisCluster, scenario: tuple[Policy, list[Request]]
+    ) -> None:
+        """For any sequence of requests, the Cluster backend returns the local backend's decisions."""
+        policy, requests = scenario
+        prefix = uuid.uuid4().hex
+
+        async def run() -> None:
+            backend, local = on_cluster(cluster), LocalBackend()
+            for request in requests:
+                key = f"{prefix}:{request.key}"
+                expected = await local.acquire(key, policy, request.cost, request.now)
+                assert await backend.acquire(key, policy, request.cost, request.now) == expected
+            await backend.close()
+
+        asyncio.run(run())
+
+
+def test_a_dead_master_degrades_decisions_and_harms_no_client() -> None:
+    """kill -9 of one master: every acquire() still returns a decision (degraded where Redis failed)."""
+    cluster = RedisCluster().start()
+    try:
+
+        async def scenario() -> list[bool]:
+            limiter = RateLimiter(RedisBackend.from_url(cluster.url, timeout=0.2))
+            keys = [f"ip:10.1.0.{i}" for i in range(60)]
+            for key in keys:
+                assert not (await limiter.acquire(key, POLICY)).degraded
+            cluster.nodes[0].kill()
+            decisions = [await limiter.acquire(key, POLICY) for key in keys * 3]
+            await limiter.close()
+            return [d.degraded for d in decisions]
+
+        degraded = asyncio.run(scenario())
+        assert any(degraded)
+        assert len(degraded) == 180
+    finally:
+        cluster.stop()

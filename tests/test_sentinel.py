@@ -1,0 +1,72 @@
+"""Redis Sentinel through redis+sentinel://: decisions follow a forced failover under load."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from limiter import Policy, RedisBackend
+from tests.load import Load, Sample
+from tests.redis_topologies import SentinelSetup
+from tests.service_process import ServiceProcess
+
+
+@pytest.fixture
+def sentinel_setup() -> Iterator[SentinelSetup]:
+    """A master, its replica and a sentinel, all redis-server processes on free ports."""
+    setup = SentinelSetup().start()
+    yield setup
+    setup.stop()
+
+
+def test_the_backend_finds_the_master_through_the_sentinel(sentinel_setup: SentinelSetup) -> None:
+    """redis+sentinel://host:port/mymaster decides on the master the sentinel names."""
+
+    async def scenario() -> bool:
+        backend = RedisBackend.from_url(sentinel_setup.url, timeout=2.0)
+        decision = await backend.acquire("ip:203.0.113.7", Policy(3, 1.0, name="sentinel"))
+        await backend.close()
+        return decision.allowed
+
+    assert asyncio.run(scenario())
+    assert sentinel_setup.master.client().dbsize() == 1
+
+
+def test_decisions_follow_a_failover_under_load(sentinel_setup: SentinelSetup) -> None:
+    """SENTINEL FAILOVER under 16 concurrent clients: zero 5xx, and Redis (the new master) decides again."""
+    env = {
+        "REDIS_URL": sentinel_setup.url,
+        "RATE_LIMIT_CAPACITY": "1000000000",
+        "RATE_LIMIT_REFILL_RATE": "1000000000",
+        "RATE_LIMIT_BREAKER_COOLDOWN": "1",
+        "RATE_LIMIT_BREAKER_MAX_COOLDOWN": "1",
+    }
+    service = ServiceProcess(env).start()
+    moments: dict[str, float] = {}
+
+    async def scenario() -> list[Sample]:
+        load = Load(service.port, clients=16)
+        load.start()
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(sentinel_setup.failover)
+        moments["failed_over"] = time.monotonic()
+        await asyncio.sleep(4.0)
+        return await load.stop()
+
+    try:
+        samples = asyncio.run(scenario())
+        health = urllib.request.urlopen(service.url + "/health", timeout=5).read()
+    finally:
+        service.stop()
+    assert not [s for s in samples if s.status == 0 or s.status >= 500]
+    settled = [s for s in samples if s.started > moments["failed_over"] + 2.5]
+    assert settled and not any(s.degraded for s in settled)
+    new_master = sentinel_setup.replica if sentinel_setup.master_port() == sentinel_setup.replica.port else None
+    assert new_master is not None and new_master.client().info("replication")["role"] == "master"
+    assert b'"degraded": false' in health
+    degraded = sum(s.degraded for s in samples)
+    print(f"\nFAILOVER: responses={len(samples)} degraded={degraded} slowest={max(s.latency for s in samples):.3f}s")
