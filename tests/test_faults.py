@@ -137,7 +137,7 @@ class TestKill:
         assert_metrics_match(service, samples)
         report("kill-9 fail-open", samples, after_death=len(outage))
         health = metrics(service)
-        assert health["rate_limit_breaker_state"] == 2
+        assert health["rate_limit_breaker_state"] in (1, 2)  # open, or half-open once a cool-down has passed
         assert health["rate_limit_errors_total"] >= 1
 
     @pytest.mark.parametrize("service", ["closed"], indirect=True)
