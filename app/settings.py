@@ -95,7 +95,7 @@ def _redis_url(environ: Mapping[str, str]) -> str | None:
     try:
         check_url(raw)
     except ValueError as exc:  # the URL itself is not echoed: it may hold a password
-        message = f"{name} is not valid: {exc}"
+        message = f"{name} is not valid: {exc} (expected a URL such as redis://host:6379/0)"
         raise SettingsError(message) from None
     return raw
 

@@ -45,6 +45,8 @@ def check_url(url: str) -> None:
         raise ValueError("a redis:// URL names one host; use redis+cluster:// or redis+sentinel:// for several")
     if parts.scheme in SENTINEL_SCHEMES and not parts.path.strip("/"):
         raise ValueError("a redis+sentinel:// URL needs the service name as its path: /mymaster")
+    if parts.scheme != "rediss" and "ssl_" in parts.query:
+        raise ValueError("ssl_* parameters need a rediss:// URL (TLS with Cluster or Sentinel is not supported yet)")
     parse_url(_single_host_url(url))  # checks the query parameters
 
 

@@ -53,6 +53,19 @@ class TestCluster:
 
         assert asyncio.run(scenario()) == [True] * 5 + [False] * 2
 
+    def test_url_query_parameters_reach_every_node(self, cluster: RedisCluster) -> None:
+        """redis-py's URL parameters work in the cluster form: ?client_name names our connections."""
+
+        async def scenario() -> list[str]:
+            backend = RedisBackend.from_url(cluster.url + "?client_name=rate-limiter", timeout=2.0)
+            for i in range(30):
+                await backend.acquire(f"ip:10.2.0.{i}", POLICY)
+            listings = [node.client().execute_command("CLIENT", "LIST") for node in cluster.nodes]
+            await backend.close()
+            return listings
+
+        assert all("name=rate-limiter" in listing for listing in asyncio.run(scenario()))
+
     @settings(max_examples=50)
     @given(scenario=scenarios())
     def test_cluster_and_local_backends_decide_identically(

@@ -36,6 +36,19 @@ def test_the_backend_finds_the_master_through_the_sentinel(sentinel_setup: Senti
     assert sentinel_setup.master.client().dbsize() == 1
 
 
+def test_url_query_parameters_reach_the_master_connection(sentinel_setup: SentinelSetup) -> None:
+    """redis-py's URL parameters work in the sentinel form: ?client_name names our connection."""
+
+    async def scenario() -> str:
+        backend = RedisBackend.from_url(sentinel_setup.url + "?client_name=rate-limiter", timeout=2.0)
+        await backend.acquire("k", Policy(3, 1.0, name="sentinel"))
+        listing = sentinel_setup.master.client().execute_command("CLIENT", "LIST")
+        await backend.close()
+        return str(listing)
+
+    assert "name=rate-limiter" in asyncio.run(scenario())
+
+
 def test_decisions_follow_a_failover_under_load(sentinel_setup: SentinelSetup) -> None:
     """SENTINEL FAILOVER under 16 concurrent clients: zero 5xx, and Redis (the new master) decides again."""
     env = {
