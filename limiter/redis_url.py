@@ -85,8 +85,7 @@ def _cluster(url: str, options: dict[str, Any], max_connections: int) -> RedisCl
     return RedisCluster(
         startup_nodes=nodes,
         max_connections=max_connections,
-        cluster_error_retry_attempts=1,  # one redirect-driven refresh of the slot map, then the breaker
-        **options,
+        **options,  # its retry=0 is the cluster client's policy for cluster errors too: the breaker decides
         **connect,
     )
 
