@@ -16,13 +16,13 @@ setup(
     include_package_data=False,
     install_requires=[
         "tornado>=6.3",
-        "redis[hiredis]>=5.0.1",
+        "redis[hiredis]>=6.2",  # lowest tested: 5.0.1 hung on a frozen Redis, 6.0.0 failed ssl_cert_reqs=none
         "prometheus-client>=0.17",
         "PyJWT>=2.8",
     ],
     extras_require={
         "test": [
-            "pytest>=8,<10",  # pytest-tornado still uses hooks that pytest 10 removes
+            "pytest>=8.0,<10",  # pytest-tornado still uses hooks that pytest 10 removes
             "pytest-tornado>=0.8.1",
             "hypothesis>=6.100",
             "setuptools>=61",  # the wheel test builds the package without network

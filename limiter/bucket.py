@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 _POLICY_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# Seconds a backend keeps a bucket after it is full again: the state survives a clock stepping back
+# this far, and callers whose clock runs a little ahead of Redis's never see a bucket expire early.
+DEFAULT_EXPIRY_SLACK = 1.0
 
 
 def _positive_finite(field: str, value: object) -> float:

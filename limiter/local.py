@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from limiter.bucket import (
+    DEFAULT_EXPIRY_SLACK,
     BucketState,
     Decision,
     Policy,
@@ -24,7 +25,6 @@ from limiter.bucket import (
 
 DEFAULT_SHARDS = 16
 DEFAULT_MAX_KEYS = 1_000_000
-DEFAULT_EXPIRY_SLACK = 1.0
 # Entries looked at for expiry each time a key is added: enough to drain idle keys faster than new
 # ones arrive, few enough to keep an insert O(1).
 _SWEEP_PER_INSERT = 2

@@ -13,7 +13,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.exceptions import NoScriptError, RedisError
 
-from limiter.bucket import BucketState, Decision, Policy, decide, validate_cost, validate_now
+from limiter.bucket import DEFAULT_EXPIRY_SLACK, BucketState, Decision, Policy, decide, validate_cost, validate_now
 from limiter.errors import BackendError
 from limiter.redis_url import RedisClient, RedisCluster, client_from_url
 from lua import read_script
@@ -46,7 +46,6 @@ _UNAVAILABLE = (
     redis_errors.NoPermissionError,  # an ACL gone wrong: nothing this process can fix
 )
 _UNAVAILABLE_CODES = ("BUSY", "MISCONF", "LOADING", "MASTERDOWN")  # replies redis-py leaves as ResponseError
-DEFAULT_EXPIRY_SLACK = 1.0
 
 
 class RedisBackend:
