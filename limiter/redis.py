@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -104,14 +106,8 @@ class RedisBackend:
         cost = validate_cost(cost, policy)
         explicit_now = "" if now is None else repr(validate_now(now))
         args = (repr(policy.capacity), repr(policy.refill_rate), repr(cost), explicit_now, self._slack_ms)
-        try:
-            async with asyncio.timeout(self.timeout):
-                reply = await self._run_script(self.redis_key(key, policy), args)
-        except (TimeoutError, RedisError, OSError) as exc:
-            if not is_unavailable(exc):
-                raise
-            message = f"Redis could not decide for {policy.name!r}: {type(exc).__name__}: {exc}"
-            raise BackendError(message) from exc
+        async with outages_as_backend_error(self.timeout, f"Redis could not decide for {policy.name!r}"):
+            reply = await self._run_script(self.redis_key(key, policy), args)
         allowed, tokens, stamp, script_now = reply
         state = BucketState(float(tokens), float(stamp))
         return decide(bool(int(allowed)), state, float(script_now), policy, cost)
@@ -124,17 +120,11 @@ class RedisBackend:
         discovery may need it, and no client request waits on this. Raises BackendError on failure.
         """
         probe_args = ("1", "1000", "1", "", self._slack_ms)  # a 1-token bucket, full again in 1 ms
-        try:
-            async with asyncio.timeout(timeout):
-                if isinstance(self.client, RedisCluster):
-                    await self.client.initialize()
-                await self.client.script_load(TOKEN_BUCKET_SCRIPT)
-                await self._run_script(f"{self.key_prefix}probe", probe_args)
-        except (TimeoutError, RedisError, OSError) as exc:
-            if not is_unavailable(exc):
-                raise
-            message = f"Redis is not ready: {type(exc).__name__}: {exc}"
-            raise BackendError(message) from exc
+        async with outages_as_backend_error(timeout, "Redis is not ready"):
+            if isinstance(self.client, RedisCluster):
+                await self.client.initialize()
+            await self.client.script_load(TOKEN_BUCKET_SCRIPT)
+            await self._run_script(f"{self.key_prefix}probe", probe_args)
 
     async def _run_script(self, redis_key: str, args: tuple[str, ...]) -> list[Any]:
         """EVALSHA the script, loading it once if Redis does not know it (restart, failover, flush)."""
@@ -143,6 +133,20 @@ class RedisBackend:
         except NoScriptError:
             await self.client.script_load(TOKEN_BUCKET_SCRIPT)
             return await self.client.evalsha(TOKEN_BUCKET_SHA, 1, redis_key, *args)  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def outages_as_backend_error(deadline: float, what: str) -> AsyncIterator[None]:
+    """Bound the Redis calls inside by ``deadline`` seconds, and turn an outage into BackendError;
+    any other Redis error (a bug in the call) passes through as it is."""
+    try:
+        async with asyncio.timeout(deadline):
+            yield
+    except (TimeoutError, RedisError, OSError) as exc:
+        if not is_unavailable(exc):
+            raise
+        message = f"{what}: {type(exc).__name__}: {exc}"
+        raise BackendError(message) from exc
 
 
 def is_unavailable(exc: BaseException) -> bool:

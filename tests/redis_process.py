@@ -24,6 +24,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def end_process(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM (after SIGCONT, as a stopped process cannot act on it), SIGKILL after ``grace`` s; reaped."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGCONT)
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class RedisProcess:
     """One redis-server child process with no persistence, on ``port`` (a free one by default).
 
@@ -124,13 +137,6 @@ class RedisProcess:
         """Terminate the server (SIGKILL if it lingers) and reap it."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a frozen server cannot handle SIGTERM
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, grace=5)
         self.process = None
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.redis_process import free_port
+from tests.redis_process import end_process, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,12 +66,6 @@ class ServiceProcess:
         """SIGTERM, then SIGKILL if it does not exit; always reaped."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, grace=15)
         self.process = None
         self.log_path.unlink(missing_ok=True)
