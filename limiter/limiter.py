@@ -98,6 +98,14 @@ class RateLimiter:
         return True
 
     async def _decide(self, key: str, policy: Policy, cost: float) -> Decision:
+        primary = self.primary
+        if isinstance(primary, LocalBackend):  # never fails: no breaker, no fallback, no await
+            return primary.acquire_now(key, policy, cost)
+        # Before the breaker: a denial known without Redis is as exact during an outage, and asking
+        # nobody must not count as Redis answering.
+        cached = primary.cached_denial(key, policy, cost)
+        if cached is not None:
+            return cached
         try:
             permit = self.breaker.before_call()
         except CircuitOpenError:
@@ -107,7 +115,7 @@ class RateLimiter:
             self._probe.add_done_callback(lambda task: self._probe_ended(permit, task))
             return await self._decide_without_primary(key, policy, cost)
         try:
-            decision = await self.primary.acquire(key, policy, cost)
+            decision = await primary.acquire_from_redis(key, policy, cost)
         except BackendError as exc:
             self.breaker.on_failure(permit)
             self._primary_failing = True

@@ -1,6 +1,8 @@
 """LocalBackend: token buckets in this process's memory, sharded and bounded.
 
-The default when no Redis is configured and the fallback while Redis is down.
+The default when no Redis is configured and the fallback while Redis is down. ``acquire_now`` is the hot
+path of every request on the local backend, so it does ``bucket.take`` and ``bucket.decide`` inline on
+plain floats; tests/test_properties.py holds it to the model (and to Redis) bit for bit.
 """
 
 from __future__ import annotations
@@ -9,49 +11,51 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple
 
-from limiter.bucket import (
-    DEFAULT_EXPIRY_SLACK,
-    BucketState,
-    Decision,
-    Policy,
-    decide,
-    full_after,
-    take,
-    validate_cost,
-    validate_now,
-)
+from limiter.bucket import DEFAULT_EXPIRY_SLACK, BucketState, Decision, Policy, decide, validate_cost, validate_now
 
 DEFAULT_SHARDS = 16
 DEFAULT_MAX_KEYS = 1_000_000
 # Entries looked at for expiry each time a key is added: enough to drain idle keys faster than new
 # ones arrive, few enough to keep an insert O(1).
 _SWEEP_PER_INSERT = 2
+_PLAIN_NUMBERS = (int, float)
+# Decision(...) runs NamedTuple's Python-level __new__; tuple.__new__(Decision, fields) costs half.
+_new_tuple = tuple.__new__
 
 
-class _Entry(NamedTuple):
-    tokens: float
-    stamp: float
-    expires_at: float  # when the bucket is full again, plus the slack: past it the entry is dropped
+# _STATE: a bucket is stored as complex(tokens, stamp). A complex number is the smallest Python object
+# holding two floats (32 bytes, against 104 for a tuple of two floats), which keeps a bucket under 180
+# bytes with its key and its map slot.
 
 
 class _Shard:
-    """One lock and one LRU-ordered map: the least recently used key comes first."""
+    """One lock and one LRU-ordered map of key to state: the least recently used key comes first."""
 
     __slots__ = ("entries", "lock")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.entries: OrderedDict[str, complex] = OrderedDict()
+
+
+class _PolicyTable:
+    """The buckets of one policy name, over the shards. ``policy`` is the latest definition for the name."""
+
+    __slots__ = ("policy", "shards")
+
+    def __init__(self, policy: Policy, shards: int) -> None:
+        self.policy = policy
+        self.shards = [_Shard() for _ in range(shards)]
 
 
 class LocalBackend:
-    """Token buckets in memory: ``shards`` maps with a lock each, at most ``max_keys`` keys in all.
+    """Token buckets in memory: per policy, ``shards`` maps with a lock each and at most ``max_keys`` keys.
 
     When full, the least recently used key is evicted (forgetting a bucket can only make it fuller, so
     eviction errs towards allowing). A bucket that has been full again for ``expiry_slack`` seconds is
     dropped as keys are added; the slack keeps state through small backward steps of the clock.
+    A policy's name identifies it: buckets are kept by name, as in Redis.
     """
 
     def __init__(
@@ -68,14 +72,15 @@ class LocalBackend:
         if not expiry_slack >= 0:
             message = f"expiry_slack must be >= 0 seconds, got {expiry_slack!r}"
             raise ValueError(message)
-        self._shards = [_Shard() for _ in range(shards)]
+        self._shard_count = shards
         self._keys_per_shard = max_keys // shards
         self._slack = expiry_slack
         self._clock = clock
+        self._tables: dict[str, _PolicyTable] = {}
 
     def __len__(self) -> int:
         """The number of buckets held."""
-        return sum(len(shard.entries) for shard in self._shards)
+        return sum(len(shard.entries) for table in list(self._tables.values()) for shard in table.shards)
 
     async def acquire(self, key: str, policy: Policy, cost: float = 1, now: float | None = None) -> Decision:
         """Take ``cost`` tokens from ``key``'s bucket if it has them."""
@@ -83,31 +88,57 @@ class LocalBackend:
 
     def acquire_now(self, key: str, policy: Policy, cost: float = 1, now: float | None = None) -> Decision:
         """The same as ``acquire``, without the event loop: safe to call from any thread."""
-        cost = validate_cost(cost, policy)
+        capacity, rate = policy.capacity, policy.refill_rate
+        if cost.__class__ not in _PLAIN_NUMBERS or not 0 < cost <= capacity:  # NaN fails the comparison too
+            cost = validate_cost(cost, policy)  # raises, saying why
         now = self._clock() if now is None else validate_now(now)
-        bucket_key = f"{policy.name}:{key}"
-        shard = self._shards[hash(bucket_key) % len(self._shards)]
-        with shard.lock:
-            entries = shard.entries
-            entry = entries.get(bucket_key)
-            state = BucketState(entry.tokens, entry.stamp) if entry is not None else None
-            allowed, kept = take(state, now, policy, cost)
+        table = self._tables.get(policy.name)
+        if table is None or table.policy is not policy:
+            table = self._table_for(policy)
+        shard = table.shards[hash(key) % self._shard_count]
+        entries = shard.entries
+        shard.lock.acquire()  # not `with`: on this path the context manager costs as much as the rest
+        try:
+            stored = entries.pop(key, None)  # and put back below, at the recently-used end
+            if stored is None:
+                tokens, stamp = capacity, now
+            else:
+                tokens, stamp = stored.real, stored.imag
+            # bucket.refill, then bucket.take
+            available = tokens + (now - stamp) * rate if now > stamp else tokens + 0.0
+            if available > capacity:
+                available = capacity
+            allowed = available >= cost
             if allowed:
-                expires_at = now + full_after(kept, now, policy) + self._slack
-                entries[bucket_key] = _Entry(kept.tokens, kept.stamp, expires_at)
-            if entry is not None:
-                entries.move_to_end(bucket_key)
-            elif allowed:
-                self._make_room(entries, now)
-        return decide(allowed, kept, now, policy, cost)
+                remaining = available - cost
+                if now > stamp:
+                    stamp = now
+                entries[key] = complex(remaining, stamp)  # see _STATE
+                if stored is None:
+                    self._make_room(entries, policy, now)
+            elif stored is not None:
+                entries[key] = stored  # a denial writes nothing, but counts as a use
+        finally:
+            shard.lock.release()
+        if not allowed:  # denials are the rarer answer: the model's code, with its exact retry_after
+            return decide(False, BucketState(tokens, stamp), now, policy, cost)
+        reset_after = (stamp - now if stamp > now else 0.0) + (capacity - remaining) / rate  # bucket.full_after
+        return _new_tuple(Decision, (True, remaining, 0.0, reset_after, capacity, False))
 
-    def _make_room(self, entries: OrderedDict[str, _Entry], now: float) -> None:
+    def _table_for(self, policy: Policy) -> _PolicyTable:
+        """The table of ``policy``'s name, made on first use; a redefined policy takes over its name."""
+        table = self._tables.get(policy.name)
+        if table is None:
+            table = self._tables[policy.name] = _PolicyTable(policy, self._shard_count)
+        table.policy = policy
+        return table
+
+    def _make_room(self, entries: OrderedDict[str, complex], policy: Policy, now: float) -> None:
         """After an insert: drop a few expired entries from the cold end, then evict down to the bound."""
         for _ in range(_SWEEP_PER_INSERT):
-            if not entries:
-                break
             oldest_key, oldest = next(iter(entries.items()))
-            if oldest.expires_at > now:
+            full_at = oldest.imag + (policy.capacity - oldest.real) / policy.refill_rate
+            if full_at + self._slack > now or len(entries) == 1:
                 break
             del entries[oldest_key]
         while len(entries) > self._keys_per_shard:

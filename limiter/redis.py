@@ -1,6 +1,8 @@
 """RedisBackend: token buckets kept in Redis, one atomic Lua script call per decision.
 
 Every app process sharing the Redis shares the limit and, when ``now`` is None, Redis's clock.
+Decisions asked for in the same event-loop turn go to Redis as one pipeline (one round trip), and denials
+are remembered (limiter/over_limit.py) so a key known to be empty is denied without one.
 """
 
 from __future__ import annotations
@@ -8,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from redis import exceptions as redis_errors
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
+from limiter.auto_pipeline import AutoPipeline
 from limiter.bucket import DEFAULT_EXPIRY_SLACK, BucketState, Decision, Policy, decide, validate_cost, validate_now
 from limiter.errors import BackendError
+from limiter.over_limit import DEFAULT_MAX_KEYS as DEFAULT_OVER_LIMIT_KEYS
+from limiter.over_limit import OverLimitCache
 from limiter.redis_url import RedisClient, RedisCluster, client_from_url
 from lua import read_script
 
@@ -34,6 +40,7 @@ DEFAULT_KEY_PREFIX = "rl:"
 # Getting ready (connecting, TLS, a Cluster's slot map, loading the script) may take longer than a
 # decision may; it runs at start and in the breaker's probe, where no request waits for it.
 DEFAULT_CONNECT_TIMEOUT = 1.0
+_SCRIPT_ARGS = 5  # capacity, refill_rate, cost, now, slack_ms
 # Replies that mean "Redis cannot serve right now" (an outage), as opposed to a bug in the call.
 _UNAVAILABLE = (
     OSError,
@@ -55,7 +62,8 @@ class RedisBackend:
 
     ``client`` is a ``redis.asyncio`` client; ``from_url`` builds one with short timeouts, no retries and
     a blocking pool. ``expiry_slack`` (seconds) is how long a key outlives the moment its bucket is full
-    again: it covers callers whose ``now`` runs ahead of Redis's clock.
+    again: it covers callers whose ``now`` runs ahead of Redis's clock. ``over_limit_keys`` bounds the
+    cache of denials (0 turns it off).
     """
 
     def __init__(
@@ -65,10 +73,13 @@ class RedisBackend:
         key_prefix: str = DEFAULT_KEY_PREFIX,
         expiry_slack: float = DEFAULT_EXPIRY_SLACK,
         timeout: float = DEFAULT_TIMEOUT,
+        over_limit_keys: int = DEFAULT_OVER_LIMIT_KEYS,
     ) -> None:
         self.client = client
         self.key_prefix = key_prefix
         self.timeout = timeout
+        self.over_limit = OverLimitCache(over_limit_keys)
+        self.pipeline = AutoPipeline(client, TOKEN_BUCKET_SCRIPT, TOKEN_BUCKET_SHA, _SCRIPT_ARGS, timeout)
         self._slack_ms = str(math.ceil(expiry_slack * 1000))
 
     @classmethod
@@ -103,14 +114,35 @@ class RedisBackend:
         Raises BackendError when Redis cannot serve (down, slow past ``timeout``, read-only, out of
         memory, busy, loading); any other Redis error is a bug in the call and propagates as it is.
         """
+        if now is None:
+            cached = self.cached_denial(key, policy, cost)
+            if cached is not None:
+                return cached
+        return await self.acquire_from_redis(key, policy, cost, now)
+
+    def cached_denial(self, key: str, policy: Policy, cost: float = 1) -> Decision | None:
+        """A denial Redis would surely give now, known without asking it; None when Redis must be asked."""
+        return self.over_limit.denial(self.redis_key(key, policy), policy, validate_cost(cost, policy))
+
+    async def acquire_from_redis(self, key: str, policy: Policy, cost: float = 1, now: float | None = None) -> Decision:
+        """``acquire`` without looking in the cache of denials first (it still learns from the answer)."""
         cost = validate_cost(cost, policy)
         explicit_now = "" if now is None else repr(validate_now(now))
         args = (repr(policy.capacity), repr(policy.refill_rate), repr(cost), explicit_now, self._slack_ms)
-        async with outages_as_backend_error(self.timeout, f"Redis could not decide for {policy.name!r}"):
-            reply = await self._run_script(self.redis_key(key, policy), args)
-        allowed, tokens, stamp, script_now = reply
-        state = BucketState(float(tokens), float(stamp))
-        return decide(bool(int(allowed)), state, float(script_now), policy, cost)
+        redis_key = self.redis_key(key, policy)
+        asked_at = time.monotonic()
+        try:  # the pipeline's own deadline (``timeout``) bounds the wait
+            allowed, tokens, stamp, script_now = await self.pipeline.call(redis_key, args)
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise_as_backend_error(exc, f"Redis could not decide for {policy.name!r}")
+        state, redis_now = BucketState(float(tokens), float(stamp)), float(script_now)
+        decision = decide(allowed == 1, state, redis_now, policy, cost)
+        if now is None:
+            if decision.allowed:
+                self.over_limit.forget(redis_key)
+            else:
+                self.over_limit.remember(redis_key, policy, state, redis_now, asked_at)
+        return decision
 
     async def connect(self, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
         """Make sure Redis can decide: connect (a Cluster learns its slots), load the script, and run
@@ -123,16 +155,8 @@ class RedisBackend:
         async with outages_as_backend_error(timeout, "Redis is not ready"):
             if isinstance(self.client, RedisCluster):
                 await self.client.initialize()
-            await self.client.script_load(TOKEN_BUCKET_SCRIPT)
-            await self._run_script(f"{self.key_prefix}probe", probe_args)
-
-    async def _run_script(self, redis_key: str, args: tuple[str, ...]) -> list[Any]:
-        """EVALSHA the script, loading it once if Redis does not know it (restart, failover, flush)."""
-        try:
-            return await self.client.evalsha(TOKEN_BUCKET_SHA, 1, redis_key, *args)  # type: ignore[no-any-return]
-        except NoScriptError:
-            await self.client.script_load(TOKEN_BUCKET_SCRIPT)
-            return await self.client.evalsha(TOKEN_BUCKET_SHA, 1, redis_key, *args)  # type: ignore[no-any-return]
+            await self.pipeline.load_script()
+            await self.client.evalsha(TOKEN_BUCKET_SHA, 1, f"{self.key_prefix}probe", *probe_args)
 
 
 @asynccontextmanager
@@ -143,10 +167,15 @@ async def outages_as_backend_error(deadline: float, what: str) -> AsyncIterator[
         async with asyncio.timeout(deadline):
             yield
     except (TimeoutError, RedisError, OSError) as exc:
-        if not is_unavailable(exc):
-            raise
-        message = f"{what}: {type(exc).__name__}: {exc}"
-        raise BackendError(message) from exc
+        raise_as_backend_error(exc, what)
+
+
+def raise_as_backend_error(exc: BaseException, what: str) -> NoReturn:
+    """Raise BackendError for an outage (``what`` failed, and why); re-raise anything else as it is."""
+    if not is_unavailable(exc):
+        raise exc
+    message = f"{what}: {type(exc).__name__}: {exc}"
+    raise BackendError(message) from exc
 
 
 def is_unavailable(exc: BaseException) -> bool:

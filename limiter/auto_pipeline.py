@@ -1,0 +1,137 @@
+"""AutoPipeline: script calls made in the same event-loop turn go to Redis together, in one round trip.
+
+The first call of a turn starts a task; the task runs on the loop's next turn, after every coroutine
+ready in this one has queued its call, and sends them all. A lone call waits for nothing but that turn
+(no timer), and a crowd of concurrent requests shares one write and one read of the socket.
+
+On one server (or Sentinel), calls are packed into RESP here and written on a pooled connection: redis-py's
+generic Pipeline spends more time encoding arguments than Redis spends running the script. A Cluster
+client routes each key to its node, so there the calls go through redis-py's ClusterPipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+from redis.exceptions import NoScriptError, ResponseError
+
+from limiter.errors import BackendError
+from limiter.redis_url import RedisClient, RedisCluster
+
+
+class _Call(NamedTuple):
+    """One script call waiting for the next round trip."""
+
+    key: str
+    args: tuple[str, ...]
+    reply: asyncio.Future[Any]
+
+
+def _bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+@lru_cache(maxsize=1024)
+def _packed_args(args: tuple[str, ...]) -> bytes:
+    """A call's arguments in RESP: the same few policies and costs recur, so they are packed once."""
+    return b"".join(_bulk(arg.encode()) for arg in args)
+
+
+class AutoPipeline:
+    """EVALSHA of one script, one key per call, pipelined per event-loop turn, each round trip bounded by
+    ``timeout`` seconds (waiting for a pooled connection included). ``round_trips`` counts them."""
+
+    def __init__(self, client: RedisClient, script: str, sha: str, arg_count: int, timeout: float) -> None:
+        self.client = client
+        self.script = script
+        self.sha = sha
+        self.timeout = timeout
+        self.round_trips = 0
+        # EVALSHA <sha> 1 <key> <args...>: all but the key and the arguments is the same in every call.
+        self._head = b"*%d\r\n$7\r\nEVALSHA\r\n%s$1\r\n1\r\n" % (4 + arg_count, _bulk(sha.encode()))
+        self._waiting: list[_Call] = []  # calls made this turn, for the next round trip
+        self._senders: set[asyncio.Task[None]] = set()  # round trips under way (kept referenced)
+
+    def call(self, key: str, args: tuple[str, ...]) -> asyncio.Future[Any]:
+        """Queue one call; await the result for its reply. Raises what Redis raised for it."""
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Call(key, args, reply))
+        if len(self._waiting) == 1:
+            sender = asyncio.create_task(self._send_waiting())
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+        return reply
+
+    async def load_script(self) -> None:
+        """SCRIPT LOAD (on every primary of a Cluster)."""
+        await self.client.script_load(self.script)
+
+    async def _send_waiting(self) -> None:
+        """Send the calls queued so far and hand each caller its reply or its error."""
+        calls, self._waiting = self._waiting, []
+        replies: Sequence[Any] = ()
+        try:
+            async with asyncio.timeout(self.timeout):
+                replies = await self._run(calls)
+        except Exception as exc:  # the round trip as a whole failed: every caller gets the error
+            replies = [exc] * len(calls)
+        except asyncio.CancelledError:  # closing: an outage for the callers, rather than no answer
+            replies = [BackendError("the Redis backend is closing")] * len(calls)
+            raise
+        finally:
+            for call, reply in zip(calls, replies, strict=True):
+                if call.reply.done():  # the caller gave up (it was cancelled)
+                    continue
+                if isinstance(reply, BaseException):
+                    call.reply.set_exception(reply)
+                else:
+                    call.reply.set_result(reply)
+
+    async def _run(self, calls: Sequence[_Call]) -> list[Any]:
+        """Replies in order, each a reply or that call's exception. Calls that hit NOSCRIPT (Redis restarted,
+        failed over or flushed its scripts) run once more after the script is loaded."""
+        replies = await self._round_trip(calls)
+        missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self.load_script()
+            again = await self._round_trip([calls[index] for index in missing])
+            for index, reply in zip(missing, again, strict=True):
+                replies[index] = reply
+        return replies
+
+    async def _round_trip(self, calls: Sequence[_Call]) -> list[Any]:
+        self.round_trips += 1
+        if isinstance(self.client, RedisCluster):
+            return await self._cluster_round_trip(calls)
+        pool = self.client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            packed = [self._head + _bulk(call.key.encode()) + _packed_args(call.args) for call in calls]
+            await connection.send_packed_command(packed)
+            replies: list[Any] = []
+            for _ in calls:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:  # this call's own error; the connection is still in step
+                    replies.append(exc)
+        except BaseException:  # replies may be left unread: the connection cannot be reused
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+        return replies
+
+    async def _cluster_round_trip(self, calls: Sequence[_Call]) -> list[Any]:
+        if len(calls) == 1:  # no pipeline object for one call
+            try:
+                return [await self.client.evalsha(self.sha, 1, calls[0].key, *calls[0].args)]
+            except ResponseError as exc:
+                return [exc]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.evalsha(self.sha, 1, call.key, *call.args)
+            return await pipe.execute(raise_on_error=False)
