@@ -86,7 +86,9 @@ class ServiceApplication(tornado.web.Application):
 
     def log_request(self, handler: tornado.web.RequestHandler) -> None:
         self.in_flight -= 1
-        super().log_request(handler)
+        access_log = self.settings.get("access_log", "all")
+        if access_log == "all" or (access_log == "errors" and handler.get_status() >= 500):
+            super().log_request(handler)
 
 
 def make_app(
@@ -107,6 +109,10 @@ def make_app(
         (r"/api/whoami", WhoAmIHandler),
         (r"/api/echo", EchoHandler),
     ]
-    options: dict[str, Any] = {"default_handler_class": NotFoundHandler, **tornado_settings}
+    options: dict[str, Any] = {
+        "default_handler_class": NotFoundHandler,
+        "access_log": settings.access_log,
+        **tornado_settings,
+    }
     options[SETTINGS_KEY] = rate_limit_config(settings, limiter)
     return ServiceApplication([*service_routes, *routes], **options)

@@ -6,6 +6,7 @@ Draft IETF fields (``RateLimit-Policy``, ``RateLimit``) and the common ``X-RateL
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 from limiter import Decision, Policy
@@ -26,14 +27,21 @@ def next_token_after(policy: Policy, decision: Decision) -> int:
     return whole_seconds((target - decision.remaining) / policy.refill_rate)
 
 
+@lru_cache(maxsize=256)
+def _policy_fields(policy: Policy) -> tuple[str, str]:
+    """What the headers say of the policy alone: the ``RateLimit-Policy`` and ``X-RateLimit-Limit`` values."""
+    capacity = math.floor(policy.capacity)
+    return f'"{policy.name}";q={capacity};w={whole_seconds(policy.fill_time)}', str(capacity)
+
+
 def rate_limit_headers(policy: Policy, decision: Decision) -> dict[str, str]:
     """Headers for every limited response, allowed or denied."""
-    capacity = math.floor(policy.capacity)
+    policy_field, limit = _policy_fields(policy)
     remaining = math.floor(decision.remaining)
     headers = {
-        "RateLimit-Policy": f'"{policy.name}";q={capacity};w={whole_seconds(policy.fill_time)}',
+        "RateLimit-Policy": policy_field,
         "RateLimit": f'"{policy.name}";r={remaining};t={next_token_after(policy, decision)}',
-        "X-RateLimit-Limit": str(capacity),
+        "X-RateLimit-Limit": limit,
         "X-RateLimit-Remaining": str(remaining),
         "X-RateLimit-Reset": str(whole_seconds(decision.reset_after)),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import jwt
@@ -22,7 +23,7 @@ from limiter import Decision, Policy, RateLimiter
 SETTINGS_KEY = "rate_limit"  # where the Application's settings hold the RateLimitConfig
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one per application
 class RateLimitConfig:
     """What every RateLimitedHandler of an Application shares; put it in ``settings["rate_limit"]``."""
 
@@ -32,6 +33,19 @@ class RateLimitConfig:
     forwarded_header: str = "x-forwarded-for"  # or "forwarded" (RFC 7239)
     ipv6_prefix: int = 64
     jwt_secret: str | None = None  # None: no client is authenticated by the service
+
+
+def _resolve_client_label(config: RateLimitConfig, peer: str, header_values: tuple[str, ...]) -> str:
+    """The client's label, from the socket peer and the values of the forwarding header."""
+    parse = forwarded_for if config.forwarded_header == "forwarded" else x_forwarded_for
+    address = config.resolver.resolve(peer, parse(header_values))
+    return client_label(address, config.ipv6_prefix) if address is not None else "unknown"
+
+
+# Parsing addresses costs more than the rest of the check, and the same peers and headers recur. Only
+# short headers are cached, so forged long ones cannot fill memory (16,384 entries of <= 256 characters).
+_cached_client_label = lru_cache(maxsize=16384)(_resolve_client_label)
+_CACHED_HEADER_CHARS = 256
 
 
 class InvalidToken(Exception):
@@ -114,20 +128,22 @@ class RateLimitedHandler(tornado.web.RequestHandler):
     def client_ip(self) -> str:
         """The client's address as the limiter names it, read through trusted proxies only."""
         config = self.rate_limit_config
-        if config.forwarded_header == "forwarded":
-            entries = forwarded_for(self.request.headers.get_list("Forwarded"))
-        else:
-            entries = x_forwarded_for(self.request.headers.get_list("X-Forwarded-For"))
+        header = "Forwarded" if config.forwarded_header == "forwarded" else "X-Forwarded-For"
         # The socket's peer: the service never runs with xheaders=True, which would let a client's own
         # X-Real-Ip header choose its address.
-        address = config.resolver.resolve(self.request.remote_ip or "", entries)
-        return client_label(address, config.ipv6_prefix) if address is not None else "unknown"
+        peer = self.request.remote_ip or ""
+        values = tuple(self.request.headers.get_list(header))
+        if sum(map(len, values)) > _CACHED_HEADER_CHARS:
+            return _resolve_client_label(config, peer, values)
+        return _cached_client_label(config, peer, values)
 
     def get_current_user(self) -> str | None:
         """The ``sub`` of a valid ``Authorization: Bearer`` JWT (HS256), when the service has a JWT secret."""
         secret = self.rate_limit_config.jwt_secret
+        if secret is None:
+            return None
         scheme, _, token = self.request.headers.get("Authorization", "").strip().partition(" ")
-        if secret is None or scheme.lower() != "bearer":
+        if scheme.lower() != "bearer":
             return None
         try:
             claims = jwt.decode(token.strip(), secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})

@@ -41,9 +41,13 @@ class LimiterMetrics:
             "The Redis circuit breaker: 0 closed, 1 half-open (probing), 2 open (not calling Redis).",
             registry=self.registry,
         )
-        for kind in IDENTITY_KINDS:  # export zeros from the start, so rates and alerts have a series
-            self.allowed.labels(kind)
-            self.blocked.labels(kind)
+        # One child per kind, made once (labels() takes a lock and a lookup); zeros are exported from the
+        # start, so rates and alerts have a series.
+        self._counted = {
+            (kind, allowed): (self.allowed if allowed else self.blocked).labels(kind)
+            for kind in IDENTITY_KINDS
+            for allowed in (True, False)
+        }
 
     def watch_breaker(self, breaker: CircuitBreaker) -> None:
         """Report ``breaker``'s state, read at each scrape."""
@@ -51,8 +55,10 @@ class LimiterMetrics:
 
     def count_decision(self, identity_kind: str, allowed: bool, degraded: bool, seconds: float) -> None:
         """Record one decision."""
-        kind = identity_kind if identity_kind in IDENTITY_KINDS else "other"
-        (self.allowed if allowed else self.blocked).labels(kind).inc()
+        counter = self._counted.get((identity_kind, allowed))
+        if counter is None:  # a kind of the user's own
+            counter = (self.allowed if allowed else self.blocked).labels("other")
+        counter.inc()
         if degraded:
             self.degraded.inc()
         self.latency.observe(seconds)

@@ -51,7 +51,7 @@ def check_url(url: str) -> None:
 
 
 def client_from_url(url: str, *, timeout: float, max_connections: int, verify_tls: bool = True) -> RedisClient:
-    """A redis.asyncio client for ``url``: short socket timeouts, redis-py's retries off.
+    """A redis.asyncio client for ``url``: a short connect timeout, redis-py's retries off.
 
     ``verify_tls=False`` accepts any server certificate on ``rediss://`` (as a Heroku-style Redis with a
     self-signed certificate needs); it is the same as ``?ssl_cert_reqs=none`` in the URL.
@@ -67,8 +67,11 @@ def client_from_url(url: str, *, timeout: float, max_connections: int, verify_tl
     }
     if scheme in CLUSTER_SCHEMES:
         return _cluster(url, options, max_connections)
+    # RedisBackend bounds every call with a deadline of its own; a socket timeout would add an asyncio
+    # timer to every reply read (a tenth of a pipelined decision's cost) and bound nothing more.
+    options["socket_timeout"] = None
     if scheme in SENTINEL_SCHEMES:
-        return _sentinel(url, options)
+        return _sentinel(url, options, timeout)
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -90,14 +93,14 @@ def _cluster(url: str, options: dict[str, Any], max_connections: int) -> RedisCl
     )
 
 
-def _sentinel(url: str, options: dict[str, Any]) -> aioredis.Redis:
+def _sentinel(url: str, options: dict[str, Any], timeout: float) -> aioredis.Redis:
     parts = urlsplit(url)
     service, _, db = parts.path.strip("/").partition("/")
     connect = _connect_options(url)
     connect.pop("db", None)
     if db:
         connect["db"] = int(db)
-    sentinel_options = {key: value for key, value in options.items() if key != "retry"}
+    sentinel_options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}  # asked outside a deadline
     if "password" in connect:
         sentinel_options["password"] = connect["password"]
     sentinel = Sentinel(_hosts(parts.netloc), sentinel_kwargs=sentinel_options, **options, **connect)  # type: ignore[no-untyped-call]
