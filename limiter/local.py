@@ -77,6 +77,7 @@ class LocalBackend:
         self._slack = expiry_slack
         self._clock = clock
         self._tables: dict[str, _PolicyTable] = {}
+        self._tables_lock = threading.Lock()
 
     def __len__(self) -> int:
         """The number of buckets held."""
@@ -127,10 +128,11 @@ class LocalBackend:
 
     def _table_for(self, policy: Policy) -> _PolicyTable:
         """The table of ``policy``'s name, made on first use; a redefined policy takes over its name."""
-        table = self._tables.get(policy.name)
-        if table is None:
-            table = self._tables[policy.name] = _PolicyTable(policy, self._shard_count)
-        table.policy = policy
+        with self._tables_lock:  # two threads meeting a new name must not each make a table
+            table = self._tables.get(policy.name)
+            if table is None:
+                table = self._tables[policy.name] = _PolicyTable(policy, self._shard_count)
+            table.policy = policy
         return table
 
     def _make_room(self, entries: OrderedDict[str, complex], policy: Policy, now: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import HTTPResponse
 
 from app import Settings
+from handlers import RateLimitedHandler
 from handlers.headers import QUOTA_EXCEEDED
 from limiter import RateLimiter
 
@@ -207,3 +209,36 @@ class TestForwardedHeader:
         }
         response = await fetch("/api/whoami", headers=headers)
         assert json.loads(response.body) == {"identity": "ip:2001:db8:cafe::/64"}
+
+
+class _Broken(RateLimitedHandler):
+    rate_limit_policy = None
+
+    def get(self) -> None:
+        raise RuntimeError("a bug in a handler")
+
+
+@pytest.mark.parametrize(
+    ("access_log", "logged"),
+    [("all", [200, 429, 500]), ("errors", [500]), ("off", [])],
+)
+class TestAccessLog:
+    @pytest.fixture
+    def service_settings(self, access_log: str) -> Settings:
+        return Settings(ip_capacity=1, ip_refill_rate=0.01, access_log=access_log)
+
+    @pytest.fixture
+    def extra_routes(self) -> list[Any]:
+        return [(r"/broken", _Broken)]
+
+    @pytest.mark.gen_test
+    async def test_logs_what_access_log_asks_for(
+        self, fetch: Fetch, caplog: pytest.LogCaptureFixture, logged: list[int]
+    ) -> None:
+        """ACCESS_LOG=all logs every request; errors (the default) only 5xx, so a flood of 429s stays out of
+        the log; off logs none."""
+        with caplog.at_level(logging.INFO, logger="tornado.access"):
+            statuses = [(await fetch(path)).code for path in ("/api/whoami", "/api/whoami", "/broken")]
+        assert statuses == [200, 429, 500]
+        lines = [record.getMessage() for record in caplog.records if record.name == "tornado.access"]
+        assert [int(line.split()[0]) for line in lines] == logged

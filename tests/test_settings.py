@@ -36,6 +36,7 @@ class TestFromEnv:
             "RATE_LIMIT_BREAKER_FAILURES": "3",
             "RATE_LIMIT_BREAKER_COOLDOWN": "1.5",
             "RATE_LIMIT_BREAKER_MAX_COOLDOWN": "60",
+            "ACCESS_LOG": "All",
         }
         settings = Settings.from_env(env)
         assert settings == Settings(
@@ -57,6 +58,7 @@ class TestFromEnv:
             breaker_failures=3,
             breaker_cooldown=1.5,
             breaker_max_cooldown=60.0,
+            access_log="all",
         )
         assert (settings.breaker_config.consecutive_failures, settings.breaker_config.max_cooldown) == (3, 60.0)
         assert (settings.ip_policy.capacity, settings.user_policy.refill_rate) == (100, 10.0)
@@ -93,6 +95,7 @@ class TestFromEnv:
             ("RATE_LIMIT_BREAKER_FAILURES", "0"),
             ("RATE_LIMIT_BREAKER_COOLDOWN", "soon"),
             ("RATE_LIMIT_BREAKER_MAX_COOLDOWN", "0.5"),  # below the 2 s cool-down
+            ("ACCESS_LOG", "verbose"),
         ],
     )
     def test_a_bad_value_raises_naming_the_variable(self, name: str, value: str) -> None:
