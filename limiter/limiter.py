@@ -77,7 +77,14 @@ class RateLimiter:
     async def acquire(self, key: str, policy: Policy, cost: float = 1, *, identity_kind: str = "ip") -> Decision:
         """Decide for ``key``; never raises for a backend failure (bad arguments still raise ValueError)."""
         started = time.perf_counter()
-        decision = await self._decide(key, policy, cost)
+        primary = self.primary
+        if isinstance(primary, LocalBackend):  # never fails: no breaker, no fallback, no await
+            decision = primary.acquire_now(key, policy, cost)
+        else:
+            # Before the breaker: a denial known without Redis is as exact during an outage, and asking
+            # nobody must not count as Redis answering.
+            cached = primary.cached_denial(key, policy, cost)
+            decision = cached if cached is not None else await self._decide_on_redis(primary, key, policy, cost)
         self.metrics.count_decision(identity_kind, decision.allowed, decision.degraded, time.perf_counter() - started)
         return decision
 
@@ -97,15 +104,7 @@ class RateLimiter:
             return False
         return True
 
-    async def _decide(self, key: str, policy: Policy, cost: float) -> Decision:
-        primary = self.primary
-        if isinstance(primary, LocalBackend):  # never fails: no breaker, no fallback, no await
-            return primary.acquire_now(key, policy, cost)
-        # Before the breaker: a denial known without Redis is as exact during an outage, and asking
-        # nobody must not count as Redis answering.
-        cached = primary.cached_denial(key, policy, cost)
-        if cached is not None:
-            return cached
+    async def _decide_on_redis(self, primary: RedisBackend, key: str, policy: Policy, cost: float) -> Decision:
         try:
             permit = self.breaker.before_call()
         except CircuitOpenError:
