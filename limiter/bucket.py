@@ -145,6 +145,9 @@ def wait_for(kept: BucketState, now: float, policy: Policy, cost: float) -> floa
 
 def decide(allowed: bool, kept: BucketState, now: float, policy: Policy, cost: float) -> Decision:
     """The Decision for the outcome of ``take`` at ``now``, from the state it kept."""
+    if allowed:  # the state just written, stamped max(stamp, now): refill adds nothing (the common case, inline)
+        reset_after = max(0.0, kept.stamp - now) + (policy.capacity - kept.tokens) / policy.refill_rate
+        return Decision(True, kept.tokens, 0.0, reset_after, policy.capacity)
     current = refill(kept, now, policy)
     return Decision(
         allowed=allowed,

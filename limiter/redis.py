@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any, NoReturn
 
 from redis import exceptions as redis_errors
@@ -128,7 +129,7 @@ class RedisBackend:
         """``acquire`` without looking in the cache of denials first (it still learns from the answer)."""
         cost = validate_cost(cost, policy)
         explicit_now = "" if now is None else repr(validate_now(now))
-        args = (repr(policy.capacity), repr(policy.refill_rate), repr(cost), explicit_now, self._slack_ms)
+        args = (*_policy_args(policy, cost), explicit_now, self._slack_ms)
         redis_key = self.redis_key(key, policy)
         asked_at = time.monotonic()
         try:  # the pipeline's own deadline (``timeout``) bounds the wait
@@ -157,6 +158,12 @@ class RedisBackend:
                 await self.client.initialize()
             await self.pipeline.load_script()
             await self.client.evalsha(TOKEN_BUCKET_SHA, 1, f"{self.key_prefix}probe", *probe_args)
+
+
+@lru_cache(maxsize=1024)
+def _policy_args(policy: Policy, cost: float) -> tuple[str, str, str]:
+    """The script's capacity, refill_rate and cost arguments: exact (repr) and made once per policy and cost."""
+    return repr(policy.capacity), repr(policy.refill_rate), repr(cost)
 
 
 @asynccontextmanager
