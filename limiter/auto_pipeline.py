@@ -1,8 +1,9 @@
 """AutoPipeline: script calls made in the same event-loop turn go to Redis together, in one round trip.
 
 The first call of a turn starts a task; the task runs on the loop's next turn, after every coroutine
-ready in this one has queued its call, and sends them all. A lone call waits for nothing but that turn
-(no timer), and a crowd of concurrent requests shares one write and one read of the socket.
+ready in this one has queued its call, and sends them all (up to MAX_BATCH per round trip). A lone call
+waits for nothing but that turn (no timer), and a crowd of concurrent requests shares a few writes and
+reads of the socket.
 
 On one server (or Sentinel), calls are packed into RESP here and written on a pooled connection: redis-py's
 generic Pipeline spends more time encoding arguments than Redis spends running the script. A Cluster
@@ -20,6 +21,11 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from limiter.errors import BackendError
 from limiter.redis_url import RedisClient, RedisCluster
+
+# Calls per round trip, at most. A crowd that resumes together (as callers do when one round trip's replies
+# come back) is sent as several round trips, so Redis runs one batch while this process handles the
+# replies of another: with 64 callers, 32 per trip gave 84k decisions/s against 50k for one trip of 64.
+MAX_BATCH = 32
 
 
 class _Call(NamedTuple):
@@ -59,20 +65,24 @@ class AutoPipeline:
     def call(self, key: str, args: tuple[str, ...]) -> asyncio.Future[Any]:
         """Queue one call; await the result for its reply. Raises what Redis raised for it."""
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Call(key, args, reply))
-        if len(self._waiting) == 1:
-            sender = asyncio.create_task(self._send_waiting())
+        waiting = self._waiting
+        waiting.append(_Call(key, args, reply))
+        if len(waiting) == 1:
+            sender = asyncio.create_task(self._send_waiting(waiting))
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
+        if len(waiting) >= MAX_BATCH:  # full: later calls start the next round trip
+            self._waiting = []
         return reply
 
     async def load_script(self) -> None:
         """SCRIPT LOAD (on every primary of a Cluster)."""
         await self.client.script_load(self.script)
 
-    async def _send_waiting(self) -> None:
+    async def _send_waiting(self, calls: list[_Call]) -> None:
         """Send the calls queued so far and hand each caller its reply or its error."""
-        calls, self._waiting = self._waiting, []
+        if calls is self._waiting:
+            self._waiting = []
         replies: Sequence[Any] = ()
         try:
             async with asyncio.timeout(self.timeout):
