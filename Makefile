@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-lowest check install install-test
+.PHONY: run test test-lowest check install install-test bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +12,8 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 
-install-test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+install-test: $(BIN)/python  # bench's peers too: mypy checks bench/ against their types
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench]'
 
 run: install
 	$(BIN)/python -m app
@@ -34,3 +34,9 @@ test-lowest:
 	.venv-lowest/bin/python -m pip install --quiet -c constraints-lowest.txt -e '.[test]'
 	scripts/ensure-redis-server
 	.venv-lowest/bin/python -m pytest -q
+
+# Benchmarks (bench/): installs the peers, runs every measurement once and writes docs/BENCHMARKS.md.
+bench: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	scripts/ensure-redis-server
+	$(BIN)/python -m bench

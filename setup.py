@@ -29,6 +29,10 @@ setup(
             "wheel",
         ],
         "dev": ["mypy==2.4.1", "ruff==0.17.6"],  # pinned: `make check` must not change with a release
+        # `make bench` (bench/): peers to compare with, pinned so figures compare across runs. limits has
+        # no extra for redis.asyncio that fits: `async-redis` is coredis, `redis` caps redis<8; its
+        # implementation="redispy" only needs redis.asyncio, which our own redis requirement provides.
+        "bench": ["limits==5.8.0", "pyrate-limiter==4.5.1", "token-bucket==0.4.0", "py-spy==0.4.3"],
     },
     zip_safe=False,
 )

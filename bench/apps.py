@@ -1,0 +1,68 @@
+"""The servers the service is compared with over HTTP: `python -m bench.apps bare|limits`.
+
+bare: Tornado's hello world, the ceiling for any handler. limits: the same app whose prepare() checks a
+limit with the `limits` package (async moving window on $REDIS_URL, keyed by the remote address) and
+answers 429 when it is denied. Both read PORT, HOST, REDIS_URL and RATE_LIMIT_CAPACITY (per second).
+Both log server errors (5xx) only, as the service does with ACCESS_LOG=errors (the benchmark sets it):
+the comparison measures the limiter, not the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import limits
+import limits.aio.storage
+import limits.aio.strategies
+import tornado.web
+
+
+class HelloHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write("Hello, world")
+
+
+class HealthHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write("ok")
+
+
+class LimitedHelloHandler(HelloHandler):
+    async def prepare(self) -> None:
+        limiter: limits.aio.strategies.RateLimiter = self.settings["limiter"]
+        if not await limiter.hit(self.settings["item"], self.request.remote_ip or "unknown"):
+            self.set_status(429)
+            self.finish("Too Many Requests")
+
+
+class Application(tornado.web.Application):
+    def log_request(self, handler: tornado.web.RequestHandler) -> None:
+        if handler.get_status() >= 500:
+            super().log_request(handler)
+
+
+def make_app(kind: str) -> Application:
+    if kind == "bare":
+        return Application([(r"/", HelloHandler), (r"/health", HealthHandler)])
+    url = os.environ["REDIS_URL"].replace("redis://", "async+redis://")
+    storage = limits.aio.storage.RedisStorage(url, implementation="redispy")  # redis.asyncio, as the service
+    return Application(
+        [(r"/", LimitedHelloHandler), (r"/health", HealthHandler)],
+        limiter=limits.aio.strategies.MovingWindowRateLimiter(storage),
+        item=limits.RateLimitItemPerSecond(int(os.environ.get("RATE_LIMIT_CAPACITY", "60"))),
+    )
+
+
+async def main(kind: str) -> None:
+    make_app(kind).listen(int(os.environ.get("PORT", "8080")), os.environ.get("HOST", "127.0.0.1"))
+    await asyncio.Event().wait()  # until the benchmark terminates the process
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in ("bare", "limits"):
+        sys.exit("usage: python -m bench.apps bare|limits")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(main(sys.argv[1]))
