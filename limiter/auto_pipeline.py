@@ -6,8 +6,8 @@ waits for nothing but that turn (no timer), and a crowd of concurrent requests s
 reads of the socket.
 
 On one server (or Sentinel), calls are packed into RESP here and written on a pooled connection: redis-py's
-generic Pipeline spends more time encoding arguments than Redis spends running the script. A Cluster
-client routes each key to its node, so there the calls go through redis-py's ClusterPipeline.
+generic Pipeline spends more time encoding arguments than Redis spends running the script. On a Cluster
+the calls are grouped by the node that owns each key, one pipeline per node.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, ResponseError
 
 from limiter.errors import BackendError
 from limiter.redis_url import RedisClient, RedisCluster
@@ -75,6 +76,10 @@ class AutoPipeline:
             self._waiting = []
         return reply
 
+    def _packed(self, call: _Call) -> bytes:
+        """EVALSHA <sha> 1 <key> <args...> in RESP."""
+        return self._head + _bulk(call.key.encode()) + _packed_args(call.args)
+
     async def load_script(self) -> None:
         """SCRIPT LOAD (on every primary of a Cluster)."""
         await self.client.script_load(self.script)
@@ -120,8 +125,7 @@ class AutoPipeline:
         pool = self.client.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            packed = [self._head + _bulk(call.key.encode()) + _packed_args(call.args) for call in calls]
-            await connection.send_packed_command(packed)
+            await connection.send_packed_command([self._packed(call) for call in calls])
             replies: list[Any] = []
             for _ in calls:
                 try:
@@ -136,12 +140,51 @@ class AutoPipeline:
         return replies
 
     async def _cluster_round_trip(self, calls: Sequence[_Call]) -> list[Any]:
-        if len(calls) == 1:  # no pipeline object for one call
+        """One pipeline per node that owns some of the keys, all at once (redis-py's ClusterPipeline refuses
+        EVALSHA). A node that fails fails its own calls; calls redirected by MOVED or ASK (a slot moved)
+        go through the Cluster client, which follows the redirection and updates its map of slots."""
+        client = self.client
+        assert isinstance(client, RedisCluster)
+        await client.initialize()  # a no-op once the slots are known
+        by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for index, call in enumerate(calls):
+            node = client.get_node_from_key(call.key)
+            if node is None:  # no node for the slot: the map is being rebuilt
+                message = f"no Cluster node serves the slot of {call.key!r}"
+                raise ClusterDownError(message)
+            by_node.setdefault(node.name, (node, []))[1].append(index)
+        replies: list[Any] = [None] * len(calls)
+
+        async def pipeline_on(node: ClusterNode, indexes: list[int]) -> None:
+            connection = node.acquire_connection()
             try:
-                return [await self.client.evalsha(self.sha, 1, calls[0].key, *calls[0].args)]
-            except ResponseError as exc:
-                return [exc]
-        async with self.client.pipeline(transaction=False) as pipe:
-            for call in calls:
-                pipe.evalsha(self.sha, 1, call.key, *call.args)
-            return await pipe.execute(raise_on_error=False)
+                await connection.send_packed_command([self._packed(calls[index]) for index in indexes])
+                for index in indexes:
+                    try:
+                        replies[index] = await connection.read_response()
+                    except ResponseError as exc:
+                        replies[index] = exc
+            except BaseException:
+                await connection.disconnect()
+                raise
+            finally:
+                node.release(connection)
+
+        groups = list(by_node.values())
+        pipelines = (pipeline_on(node, indexes) for node, indexes in groups)
+        outcomes = await asyncio.gather(*pipelines, return_exceptions=True)
+        for (_, indexes), outcome in zip(groups, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome  # cancelled: the round trip as a whole is
+                for index in indexes:
+                    replies[index] = outcome
+        redirected = [index for index, reply in enumerate(replies) if isinstance(reply, (MovedError, AskError))]
+        if redirected:
+            followed = await asyncio.gather(
+                *(client.evalsha(self.sha, 1, calls[i].key, *calls[i].args) for i in redirected),
+                return_exceptions=True,
+            )
+            for index, reply in zip(redirected, followed, strict=True):
+                replies[index] = reply
+        return replies

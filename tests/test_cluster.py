@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
+from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
 from limiter import LocalBackend, Policy, RateLimiter, RedisBackend
+from limiter.auto_pipeline import MAX_BATCH
 from tests.redis_topologies import RedisCluster
 from tests.strategies import Request, scenarios
 
@@ -66,6 +69,53 @@ class TestCluster:
 
         assert all("name=rate-limiter" in listing for listing in asyncio.run(scenario()))
 
+    def test_a_crowd_is_pipelined_per_node_and_decides_as_one_by_one(self, cluster: RedisCluster) -> None:
+        """96 concurrent calls (40 on one 5-token key, 56 on keys all over the slots) take
+        ceil(96 / MAX_BATCH) round trips of one pipeline per node, and decide as the local backend does
+        when the same calls come one at a time."""
+        prefix, now = uuid.uuid4().hex, 1_764_000_000.0
+        keys = [f"{prefix}:hot"] * 40 + [f"{prefix}:{i}" for i in range(56)]
+
+        async def scenario() -> tuple[int, list[float], list[float]]:
+            backend = on_cluster(cluster)
+            await backend.connect()
+            before = backend.pipeline.round_trips
+            decisions = await asyncio.gather(*(backend.acquire(key, POLICY, now=now) for key in keys))
+            trips = backend.pipeline.round_trips - before
+            await backend.close()
+            local = LocalBackend()
+            expected = [local.acquire_now(key, POLICY, now=now) for key in keys]
+            return trips, sorted(d.remaining for d in decisions), sorted(d.remaining for d in expected)
+
+        trips, remaining, expected = asyncio.run(scenario())
+        assert trips == math.ceil(96 / MAX_BATCH)
+        assert remaining == expected
+
+    def test_a_moved_slot_is_followed(self, cluster: RedisCluster) -> None:
+        """With the client's map of slots wrong for one key, its calls meet MOVED and are sent where the
+        Cluster says; every call is answered and the map is right again."""
+        key = f"user:{uuid.uuid4().hex}"
+
+        async def scenario() -> tuple[list[bool], bool]:
+            backend = on_cluster(cluster)
+            await backend.connect()
+            client = backend.client
+            assert isinstance(client, RedisClusterClient)
+            redis_key = backend.redis_key(key, POLICY)
+            slot = client.keyslot(redis_key)
+            owner = client.get_node_from_key(redis_key)
+            assert owner is not None
+            stranger = next(node for node in client.get_primaries() if node.name != owner.name)
+            client.nodes_manager.slots_cache[slot] = [stranger]  # as if the slot had moved away
+            decisions = await asyncio.gather(*(backend.acquire(key, POLICY, now=1_764_000_000.0) for _ in range(7)))
+            healed = client.get_node_from_key(redis_key).name == owner.name  # type: ignore[union-attr]
+            await backend.close()
+            return [d.allowed for d in decisions], healed
+
+        allowed, healed = asyncio.run(scenario())
+        assert sorted(allowed) == [False] * 2 + [True] * 5
+        assert healed
+
     @settings(max_examples=50)
     @given(scenario=scenarios())
     def test_cluster_and_local_backends_decide_identically(
@@ -98,11 +148,12 @@ def test_a_dead_master_degrades_decisions_and_harms_no_client() -> None:
                 assert not (await limiter.acquire(key, POLICY)).degraded
             cluster.nodes[0].kill()
             decisions = [await limiter.acquire(key, POLICY) for key in keys * 3]
+            decisions += await asyncio.gather(*(limiter.acquire(key, POLICY) for key in keys))  # pipelined
             await limiter.close()
             return [d.degraded for d in decisions]
 
         degraded = asyncio.run(scenario())
         assert any(degraded)
-        assert len(degraded) == 180
+        assert len(degraded) == 240
     finally:
         cluster.stop()
