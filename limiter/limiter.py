@@ -8,8 +8,6 @@ import asyncio
 import logging
 import time
 
-from redis.exceptions import RedisError
-
 from limiter.breaker import BreakerState, CircuitBreaker, Permit
 from limiter.bucket import Decision, Policy
 from limiter.errors import BackendError, CircuitOpenError
@@ -121,12 +119,13 @@ class RateLimiter:
             self.metrics.errors.inc()
             self._log_error(f"Redis failed, deciding by the fail-{self.failure_strategy} strategy: {exc}")
             return await self._decide_without_primary(key, policy, cost)
-        except RedisError:  # not an outage but a bug in the call: loud, yet the client is still answered
+        except Exception:  # not an outage but a bug (WRONGTYPE, a call the client refuses): loud, yet the
+            # client is still answered (the cost was checked before, so this is never the caller's mistake)
             self.breaker.on_cancel(permit)
             self.metrics.errors.inc()
             self._log_error(f"Redis rejected the call for {policy.name!r} (a bug, not an outage)", traceback=True)
             return await self._decide_without_primary(key, policy, cost)
-        except BaseException:  # cancelled (the client went away), or a bad argument: nothing about Redis
+        except BaseException:  # cancelled (the client went away): nothing about Redis
             self.breaker.on_cancel(permit)
             raise
         self.breaker.on_success(permit)

@@ -171,6 +171,29 @@ class TestWhatCountsAsAnOutage:
         asyncio.run(scenario())
         assert "WRONGTYPE" in caplog.text and "Traceback" in caplog.text
 
+    def test_an_error_that_is_not_redis_own_is_a_bug_too(
+        self, own_redis: RedisProcess, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An exception from the client that is no RedisError (redis-py's Cluster client raised one when it
+        refused a pipelined EVALSHA) never reaches the handler: logged, counted, answered by the fallback."""
+
+        async def scenario() -> None:
+            limiter = limiter_on(own_redis)
+            assert isinstance(limiter.primary, RedisBackend)
+
+            def refuse(*args: object) -> object:
+                raise redis.exceptions.RedisClusterException("ERROR: Calling pipelined function evalsha is blocked")
+
+            monkeypatch.setattr(limiter.primary.pipeline, "call", refuse)
+            decisions = [await limiter.acquire("k", POLICY) for _ in range(5)]
+            assert all(d.allowed and d.degraded for d in decisions)
+            assert limiter.breaker.state is BreakerState.CLOSED
+            assert count(limiter, "rate_limit_errors_total") == 5
+            await limiter.close()
+
+        asyncio.run(scenario())
+        assert "RedisClusterException" in caplog.text and "Traceback" in caplog.text
+
     @pytest.mark.parametrize(
         ("error", "outage"),
         [
