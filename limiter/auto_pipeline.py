@@ -141,10 +141,31 @@ class AutoPipeline:
 
     async def _cluster_round_trip(self, calls: Sequence[_Call]) -> list[Any]:
         """One pipeline per node that owns some of the keys, all at once (redis-py's ClusterPipeline refuses
-        EVALSHA). A node that fails fails its own calls; calls redirected by MOVED or ASK (a slot moved)
-        go through the Cluster client, which follows the redirection and updates its map of slots."""
+        EVALSHA); a node that fails fails its own calls.
+
+        Calls redirected by MOVED or ASK (a slot moved, or is moving): the Cluster client follows one and
+        mends its map of slots, the others (most often for the same slot) go again as pipelines on the
+        mended map, and what is still redirected goes through the client one call at a time. Following
+        them all at once through the client would make it reset every connection after a few MOVED,
+        under the feet of the calls still in flight.
+        """
+        replies = await self._node_pipelines(calls)
+        redirected = [index for index, reply in enumerate(replies) if isinstance(reply, (MovedError, AskError))]
+        if redirected:
+            replies[redirected[0]] = await self._through_cluster_client(calls[redirected[0]])
+            rest = redirected[1:]
+            for index, reply in zip(rest, await self._node_pipelines([calls[i] for i in rest]), strict=True):
+                replies[index] = reply
+            for index in rest:
+                if isinstance(replies[index], (MovedError, AskError)):
+                    replies[index] = await self._through_cluster_client(calls[index])
+        return replies
+
+    async def _node_pipelines(self, calls: Sequence[_Call]) -> list[Any]:
         client = self.client
         assert isinstance(client, RedisCluster)
+        if not calls:
+            return []
         await client.initialize()  # a no-op once the slots are known
         by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
         for index, call in enumerate(calls):
@@ -179,12 +200,11 @@ class AutoPipeline:
                     raise outcome  # cancelled: the round trip as a whole is
                 for index in indexes:
                     replies[index] = outcome
-        redirected = [index for index, reply in enumerate(replies) if isinstance(reply, (MovedError, AskError))]
-        if redirected:
-            followed = await asyncio.gather(
-                *(client.evalsha(self.sha, 1, calls[i].key, *calls[i].args) for i in redirected),
-                return_exceptions=True,
-            )
-            for index, reply in zip(redirected, followed, strict=True):
-                replies[index] = reply
         return replies
+
+    async def _through_cluster_client(self, call: _Call) -> Any:
+        """One call through the Cluster client (it follows MOVED and ASK); its reply or its error."""
+        try:
+            return await self.client.evalsha(self.sha, 1, call.key, *call.args)
+        except Exception as exc:
+            return exc
