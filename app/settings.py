@@ -170,7 +170,10 @@ class Settings:
         ).checked()
 
     def checked(self) -> Settings:
-        """Checks that involve more than one variable."""
+        """Checks that involve more than one variable, and of values given in code rather than read."""
+        if self.access_log not in ACCESS_LOG_CHOICES:
+            message = f"ACCESS_LOG={self.access_log!r} is not valid: expected {' or '.join(ACCESS_LOG_CHOICES)}"
+            raise SettingsError(message)
         if self.breaker_max_cooldown < self.breaker_cooldown:
             message = (
                 f"RATE_LIMIT_BREAKER_MAX_COOLDOWN={self.breaker_max_cooldown:g} is not valid: "

@@ -34,17 +34,27 @@ class RateLimitConfig:
     ipv6_prefix: int = 64
     jwt_secret: str | None = None  # None: no client is authenticated by the service
 
+    def __post_init__(self) -> None:
+        # Parsing addresses costs more than the rest of the check, and the same peers and headers recur.
+        object.__setattr__(self, "_cached_label", lru_cache(maxsize=_CACHED_LABELS)(self._resolve_label))
 
-def _resolve_client_label(config: RateLimitConfig, peer: str, header_values: tuple[str, ...]) -> str:
-    """The client's label, from the socket peer and the values of the forwarding header."""
-    parse = forwarded_for if config.forwarded_header == "forwarded" else x_forwarded_for
-    address = config.resolver.resolve(peer, parse(header_values))
-    return client_label(address, config.ipv6_prefix) if address is not None else "unknown"
+    def client_label(self, peer: str, forwarded: str) -> str:
+        """The client's label, from the socket peer and the forwarding header (its values joined by commas,
+        which both header formats read as they read separate values). Only short headers are cached, so
+        forged long ones cannot fill memory."""
+        if len(forwarded) > _CACHED_HEADER_CHARS:
+            return self._resolve_label(peer, forwarded)
+        label: str = self._cached_label(peer, forwarded)  # type: ignore[attr-defined]
+        return label
+
+    def _resolve_label(self, peer: str, forwarded: str) -> str:
+        parse = forwarded_for if self.forwarded_header == "forwarded" else x_forwarded_for
+        address = self.resolver.resolve(peer, parse([forwarded]) if forwarded else [])
+        return client_label(address, self.ipv6_prefix) if address is not None else "unknown"
 
 
-# Parsing addresses costs more than the rest of the check, and the same peers and headers recur. Only
-# short headers are cached, so forged long ones cannot fill memory (16,384 entries of <= 256 characters).
-_cached_client_label = lru_cache(maxsize=16384)(_resolve_client_label)
+# At most 16,384 labels of headers up to 256 characters: a few MB whatever clients send.
+_CACHED_LABELS = 16384
 _CACHED_HEADER_CHARS = 256
 
 
@@ -131,11 +141,7 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         header = "Forwarded" if config.forwarded_header == "forwarded" else "X-Forwarded-For"
         # The socket's peer: the service never runs with xheaders=True, which would let a client's own
         # X-Real-Ip header choose its address.
-        peer = self.request.remote_ip or ""
-        values = tuple(self.request.headers.get_list(header))
-        if sum(map(len, values)) > _CACHED_HEADER_CHARS:
-            return _resolve_client_label(config, peer, values)
-        return _cached_client_label(config, peer, values)
+        return config.client_label(self.request.remote_ip or "", ",".join(self.request.headers.get_list(header)))
 
     def get_current_user(self) -> str | None:
         """The ``sub`` of a valid ``Authorization: Bearer`` JWT (HS256), when the service has a JWT secret."""

@@ -14,11 +14,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 from redis.asyncio.cluster import ClusterNode
-from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, ResponseError
+from redis.asyncio.connection import Connection
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    ResponseError,
+)
 
 from limiter.errors import BackendError
 from limiter.redis_url import RedisClient, RedisCluster
@@ -29,11 +37,15 @@ from limiter.redis_url import RedisClient, RedisCluster
 MAX_BATCH = 32
 
 
+_PENDING: Any = object()  # a reply not known yet
+
+
 class _Call(NamedTuple):
     """One script call waiting for the next round trip."""
 
     key: str
     args: tuple[str, ...]
+    packed: bytes  # the whole EVALSHA command in RESP
     reply: asyncio.Future[Any]
 
 
@@ -46,6 +58,10 @@ def _bulk(value: bytes) -> bytes:
 def _packed_args(args: tuple[str, ...]) -> bytes:
     """A call's arguments in RESP: the same few policies and costs recur, so they are packed once."""
     return b"".join(_bulk(arg.encode()) for arg in args)
+
+
+def _redirected(reply: Any) -> bool:
+    return isinstance(reply, (MovedError, AskError))
 
 
 class AutoPipeline:
@@ -62,145 +78,160 @@ class AutoPipeline:
         self._head = b"*%d\r\n$7\r\nEVALSHA\r\n%s$1\r\n1\r\n" % (4 + arg_count, _bulk(sha.encode()))
         self._waiting: list[_Call] = []  # calls made this turn, for the next round trip
         self._senders: set[asyncio.Task[None]] = set()  # round trips under way (kept referenced)
+        self._closed = False
 
     def call(self, key: str, args: tuple[str, ...]) -> asyncio.Future[Any]:
-        """Queue one call; await the result for its reply. Raises what Redis raised for it."""
+        """Queue one call; await the result for its reply. Raises what Redis raised for it.
+
+        A key that cannot be encoded raises here, in its own caller, not in the round trip it would share.
+        """
+        if self._closed:
+            message = "the Redis backend is closed"
+            raise BackendError(message)
+        packed = self._head + _bulk(key.encode()) + _packed_args(args)
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         waiting = self._waiting
-        waiting.append(_Call(key, args, reply))
+        waiting.append(_Call(key, args, packed, reply))
         if len(waiting) == 1:
             sender = asyncio.create_task(self._send_waiting(waiting))
             self._senders.add(sender)
-            sender.add_done_callback(self._senders.discard)
+            sender.add_done_callback(partial(self._sender_done, waiting))
         if len(waiting) >= MAX_BATCH:  # full: later calls start the next round trip
             self._waiting = []
         return reply
-
-    def _packed(self, call: _Call) -> bytes:
-        """EVALSHA <sha> 1 <key> <args...> in RESP."""
-        return self._head + _bulk(call.key.encode()) + _packed_args(call.args)
 
     async def load_script(self) -> None:
         """SCRIPT LOAD (on every primary of a Cluster)."""
         await self.client.script_load(self.script)
 
+    async def aclose(self) -> None:
+        """Refuse new calls and stop the round trips under way (their callers get BackendError)."""
+        self._closed = True
+        senders = list(self._senders)
+        for sender in senders:
+            sender.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
+
+    def _sender_done(self, calls: list[_Call], sender: asyncio.Task[None]) -> None:
+        """Whatever ended the sender (even a cancellation before its first step), no caller waits forever."""
+        self._senders.discard(sender)
+        if calls is self._waiting:
+            self._waiting = []
+        for call in calls:
+            if not call.reply.done():
+                call.reply.set_exception(BackendError("the Redis round trip was cancelled"))
+
     async def _send_waiting(self, calls: list[_Call]) -> None:
         """Send the calls queued so far and hand each caller its reply or its error."""
         if calls is self._waiting:
             self._waiting = []
-        replies: Sequence[Any] = ()
+        replies = [_PENDING] * len(calls)
         try:
             async with asyncio.timeout(self.timeout):
-                replies = await self._run(calls)
-        except Exception as exc:  # the round trip as a whole failed: every caller gets the error
-            replies = [exc] * len(calls)
-        except asyncio.CancelledError:  # closing: an outage for the callers, rather than no answer
-            replies = [BackendError("the Redis backend is closing")] * len(calls)
-            raise
+                await self._run(calls, replies)
+        except Exception as exc:  # every call not answered yet gets the error; answers already read stand
+            replies = [exc if reply is _PENDING else reply for reply in replies]
         finally:
             for call, reply in zip(calls, replies, strict=True):
-                if call.reply.done():  # the caller gave up (it was cancelled)
+                if call.reply.done() or reply is _PENDING:  # gave up, or cancelled: see _sender_done
                     continue
                 if isinstance(reply, BaseException):
                     call.reply.set_exception(reply)
                 else:
                     call.reply.set_result(reply)
 
-    async def _run(self, calls: Sequence[_Call]) -> list[Any]:
-        """Replies in order, each a reply or that call's exception. Calls that hit NOSCRIPT (Redis restarted,
+    async def _run(self, calls: Sequence[_Call], replies: list[Any]) -> None:
+        """Fill ``replies``: each a reply or that call's exception. Calls that hit NOSCRIPT (Redis restarted,
         failed over or flushed its scripts) run once more after the script is loaded."""
-        replies = await self._round_trip(calls)
+        await self._round_trip(calls, range(len(calls)), replies)
         missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             await self.load_script()
-            again = await self._round_trip([calls[index] for index in missing])
-            for index, reply in zip(missing, again, strict=True):
-                replies[index] = reply
-        return replies
+            await self._round_trip(calls, missing, replies)
 
-    async def _round_trip(self, calls: Sequence[_Call]) -> list[Any]:
+    async def _round_trip(self, calls: Sequence[_Call], indexes: Sequence[int], replies: list[Any]) -> None:
         self.round_trips += 1
         if isinstance(self.client, RedisCluster):
-            return await self._cluster_round_trip(calls)
+            await self._cluster_round_trip(calls, indexes, replies)
+            return
         pool = self.client.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await connection.send_packed_command([self._packed(call) for call in calls])
-            replies: list[Any] = []
-            for _ in calls:
+            await self._pipeline_on(connection, calls, indexes, replies)
+        finally:
+            # Shielded: a deadline landing in the pool's locks must not leave the connection out of it.
+            await asyncio.shield(pool.release(connection))
+
+    @staticmethod
+    async def _pipeline_on(
+        connection: Connection, calls: Sequence[_Call], indexes: Sequence[int], replies: list[Any]
+    ) -> None:
+        """Write the calls at ``indexes`` at once, then read their replies in order."""
+        try:
+            await connection.send_packed_command([calls[index].packed for index in indexes])
+            for index in indexes:
                 try:
-                    replies.append(await connection.read_response())
+                    replies[index] = await connection.read_response()
                 except ResponseError as exc:  # this call's own error; the connection is still in step
-                    replies.append(exc)
+                    replies[index] = exc
         except BaseException:  # replies may be left unread: the connection cannot be reused
             await connection.disconnect()
             raise
-        finally:
-            await pool.release(connection)
-        return replies
 
-    async def _cluster_round_trip(self, calls: Sequence[_Call]) -> list[Any]:
+    async def _cluster_round_trip(self, calls: Sequence[_Call], indexes: Sequence[int], replies: list[Any]) -> None:
         """One pipeline per node that owns some of the keys, all at once (redis-py's ClusterPipeline refuses
-        EVALSHA); a node that fails fails its own calls.
+        EVALSHA); a node that fails, or does not answer in time, fails its own calls only.
 
         Calls redirected by MOVED or ASK (a slot moved, or is moving): the Cluster client follows one and
         mends its map of slots, the others (most often for the same slot) go again as pipelines on the
-        mended map, and what is still redirected goes through the client one call at a time. Following
-        them all at once through the client would make it reset every connection after a few MOVED,
-        under the feet of the calls still in flight.
+        mended map, and what is still redirected (ASK) goes through the client. Following every MOVED
+        through the client at once would make it reset all its connections under the calls in flight.
         """
-        replies = await self._node_pipelines(calls)
-        redirected = [index for index, reply in enumerate(replies) if isinstance(reply, (MovedError, AskError))]
-        if redirected:
-            replies[redirected[0]] = await self._through_cluster_client(calls[redirected[0]])
-            rest = redirected[1:]
-            for index, reply in zip(rest, await self._node_pipelines([calls[i] for i in rest]), strict=True):
+        await self._node_pipelines(calls, indexes, replies)
+        redirected = [index for index in indexes if _redirected(replies[index])]
+        if not redirected:
+            return
+        first, rest = redirected[0], redirected[1:]
+        replies[first] = await self._through_cluster_client(calls[first])
+        if rest:
+            await self._node_pipelines(calls, rest, replies)
+            still = [index for index in rest if _redirected(replies[index])]
+            followed = await asyncio.gather(*(self._through_cluster_client(calls[index]) for index in still))
+            for index, reply in zip(still, followed, strict=True):
                 replies[index] = reply
-            for index in rest:
-                if isinstance(replies[index], (MovedError, AskError)):
-                    replies[index] = await self._through_cluster_client(calls[index])
-        return replies
 
-    async def _node_pipelines(self, calls: Sequence[_Call]) -> list[Any]:
+    async def _node_pipelines(self, calls: Sequence[_Call], indexes: Sequence[int], replies: list[Any]) -> None:
         client = self.client
         assert isinstance(client, RedisCluster)
-        if not calls:
-            return []
         await client.initialize()  # a no-op once the slots are known
         by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
-        for index, call in enumerate(calls):
-            node = client.get_node_from_key(call.key)
-            if node is None:  # no node for the slot: the map is being rebuilt
-                message = f"no Cluster node serves the slot of {call.key!r}"
-                raise ClusterDownError(message)
+        for index in indexes:
+            try:
+                node = client.get_node_from_key(calls[index].key)
+            except RedisClusterException as exc:  # SlotNotCoveredError: a slot without a node, for now
+                replies[index] = exc
+                continue
+            if node is None:
+                replies[index] = ClusterDownError(f"no Cluster node serves the slot of {calls[index].key!r}")
+                continue
             by_node.setdefault(node.name, (node, []))[1].append(index)
-        replies: list[Any] = [None] * len(calls)
 
-        async def pipeline_on(node: ClusterNode, indexes: list[int]) -> None:
+        async def pipeline_on(node: ClusterNode, node_indexes: list[int]) -> None:
             connection = node.acquire_connection()
             try:
-                await connection.send_packed_command([self._packed(calls[index]) for index in indexes])
-                for index in indexes:
-                    try:
-                        replies[index] = await connection.read_response()
-                    except ResponseError as exc:
-                        replies[index] = exc
-            except BaseException:
-                await connection.disconnect()
-                raise
+                await self._pipeline_on(connection, calls, node_indexes, replies)
             finally:
                 node.release(connection)
 
         groups = list(by_node.values())
-        pipelines = (pipeline_on(node, indexes) for node, indexes in groups)
-        outcomes = await asyncio.gather(*pipelines, return_exceptions=True)
-        for (_, indexes), outcome in zip(groups, outcomes, strict=True):
+        outcomes = await asyncio.gather(*(pipeline_on(*group) for group in groups), return_exceptions=True)
+        for (_, node_indexes), outcome in zip(groups, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, Exception):
                     raise outcome  # cancelled: the round trip as a whole is
-                for index in indexes:
-                    replies[index] = outcome
-        return replies
+                for index in node_indexes:
+                    if replies[index] is _PENDING:
+                        replies[index] = outcome
 
     async def _through_cluster_client(self, call: _Call) -> Any:
         """One call through the Cluster client (it follows MOVED and ASK); its reply or its error."""

@@ -25,8 +25,8 @@ _new_tuple = tuple.__new__
 
 
 # _STATE: a bucket is stored as complex(tokens, stamp). A complex number is the smallest Python object
-# holding two floats (32 bytes, against 104 for a tuple of two floats), which keeps a bucket under 180
-# bytes with its key and its map slot.
+# holding two floats (32 bytes, against 104 for a tuple of two floats), which keeps a bucket near 175
+# bytes with its key and its map slot (docs/BENCHMARKS.md).
 
 
 class _Shard:
@@ -37,16 +37,6 @@ class _Shard:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.entries: OrderedDict[str, complex] = OrderedDict()
-
-
-class _PolicyTable:
-    """The buckets of one policy name, over the shards. ``policy`` is the latest definition for the name."""
-
-    __slots__ = ("policy", "shards")
-
-    def __init__(self, policy: Policy, shards: int) -> None:
-        self.policy = policy
-        self.shards = [_Shard() for _ in range(shards)]
 
 
 class LocalBackend:
@@ -76,12 +66,12 @@ class LocalBackend:
         self._keys_per_shard = max_keys // shards
         self._slack = expiry_slack
         self._clock = clock
-        self._tables: dict[str, _PolicyTable] = {}
+        self._tables: dict[str, list[_Shard]] = {}  # by policy name: that policy's shards
         self._tables_lock = threading.Lock()
 
     def __len__(self) -> int:
         """The number of buckets held."""
-        return sum(len(shard.entries) for table in list(self._tables.values()) for shard in table.shards)
+        return sum(len(shard.entries) for shards in list(self._tables.values()) for shard in shards)
 
     async def acquire(self, key: str, policy: Policy, cost: float = 1, now: float | None = None) -> Decision:
         """Take ``cost`` tokens from ``key``'s bucket if it has them."""
@@ -91,12 +81,11 @@ class LocalBackend:
         """The same as ``acquire``, without the event loop: safe to call from any thread."""
         capacity, rate = policy.capacity, policy.refill_rate
         if cost.__class__ not in _PLAIN_NUMBERS or not 0 < cost <= capacity:  # NaN fails the comparison too
-            cost = validate_cost(cost, policy)  # raises, saying why
+            validate_cost(cost, policy)  # raises, saying why
+        cost = float(cost)  # as the model: an int past 2**53 must round as it does there
         now = self._clock() if now is None else validate_now(now)
-        table = self._tables.get(policy.name)
-        if table is None or table.policy is not policy:
-            table = self._table_for(policy)
-        shard = table.shards[hash(key) % self._shard_count]
+        shards = self._tables.get(policy.name) or self._shards_for(policy.name)
+        shard = shards[hash(key) % self._shard_count]
         entries = shard.entries
         shard.lock.acquire()  # not `with`: on this path the context manager costs as much as the rest
         try:
@@ -126,14 +115,10 @@ class LocalBackend:
         reset_after = (stamp - now if stamp > now else 0.0) + (capacity - remaining) / rate  # bucket.full_after
         return _new_tuple(Decision, (True, remaining, 0.0, reset_after, capacity, False))
 
-    def _table_for(self, policy: Policy) -> _PolicyTable:
-        """The table of ``policy``'s name, made on first use; a redefined policy takes over its name."""
+    def _shards_for(self, name: str) -> list[_Shard]:
+        """The shards of policy ``name``, made on first use."""
         with self._tables_lock:  # two threads meeting a new name must not each make a table
-            table = self._tables.get(policy.name)
-            if table is None:
-                table = self._tables[policy.name] = _PolicyTable(policy, self._shard_count)
-            table.policy = policy
-        return table
+            return self._tables.setdefault(name, [_Shard() for _ in range(self._shard_count)])
 
     def _make_room(self, entries: OrderedDict[str, complex], policy: Policy, now: float) -> None:
         """After an insert: drop a few expired entries from the cold end, then evict down to the bound."""

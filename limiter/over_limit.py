@@ -3,10 +3,15 @@
 Safe because only time refills a bucket: other processes can take tokens, never add them. From the state
 Redis returned with a denial, the tokens at any later moment are at most what refill gives for the time
 passed. That time is measured from *before* the call was sent (Redis ran the script later), so the local
-estimate never has fewer tokens than Redis would: a cached denial is one Redis would give too, and its
-retry_after is never longer than Redis's. Requests the estimate cannot rule out go to Redis.
+estimate never has fewer tokens than Redis would: a cached denial is one Redis would give too, its
+remaining is at least Redis's and its retry_after no longer. Requests the estimate cannot rule out go to
+Redis.
 
 Only decisions on Redis's clock (``now=None``) are cached; a caller's explicit ``now`` is its own clock.
+What this assumes: Redis's clock does not jump ahead of this process's monotonic one (a clock step on the
+Redis host, a failover to a host whose clock is ahead), no process writes the key with an explicit ``now``
+in the future, and every process gives a policy name the same policy. Where one of these fails, a key is
+denied that Redis would allow, for at most the ``retry_after`` the cache computed.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class OverLimitCache:
             if tokens >= policy.capacity:  # full by now: nothing left to remember
                 del self._denials[redis_key]
             return None
+        self._denials.move_to_end(redis_key)  # a key denied again and again stays in
         return decide(False, cached.state, redis_now, policy, cost)
 
     def remember(self, redis_key: str, policy: Policy, state: BucketState, redis_now: float, asked_at: float) -> None:

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any, NoReturn
 
 from redis import exceptions as redis_errors
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from limiter.auto_pipeline import AutoPipeline
 from limiter.bucket import DEFAULT_EXPIRY_SLACK, BucketState, Decision, Policy, decide, validate_cost, validate_now
@@ -54,6 +54,7 @@ _UNAVAILABLE = (
     redis_errors.ClusterDownError,  # also MASTERDOWN
     redis_errors.NoScriptError,  # only reaches here when reloading the script did not cure it
     redis_errors.NoPermissionError,  # an ACL gone wrong: nothing this process can fix
+    redis_errors.SlotNotCoveredError,  # a Cluster slot without a node, while the Cluster heals
 )
 _UNAVAILABLE_CODES = ("BUSY", "MISCONF", "LOADING", "MASTERDOWN")  # replies redis-py leaves as ResponseError
 
@@ -95,15 +96,19 @@ class RedisBackend:
     ) -> RedisBackend:
         """Build a backend for any URL of ``limiter.redis_url``: one server, Cluster or Sentinel, TLS or not.
 
-        ``timeout`` (seconds) bounds each decision as a whole, and each socket operation too;
+        ``timeout`` (seconds) bounds each decision as a whole, and each connect;
         ``verify_tls=False`` accepts a self-signed certificate on ``rediss://``.
         """
         client = client_from_url(url, timeout=timeout, max_connections=max_connections, verify_tls=verify_tls)
         return cls(client, timeout=timeout, **backend_options)
 
     async def close(self) -> None:
-        """Close the client and its connections."""
-        await self.client.aclose()
+        """Stop the round trips under way, then close the client and its connections."""
+        await self.pipeline.aclose()
+        if isinstance(self.client, RedisCluster):
+            await self.client.aclose()
+        else:  # a client given its pool does not close it unless told
+            await self.client.aclose(close_connection_pool=True)
 
     def redis_key(self, key: str, policy: Policy) -> str:
         """The Redis key holding ``key``'s bucket under ``policy``."""
@@ -134,7 +139,7 @@ class RedisBackend:
         asked_at = time.monotonic()
         try:  # the pipeline's own deadline (``timeout``) bounds the wait
             allowed, tokens, stamp, script_now = await self.pipeline.call(redis_key, args)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
             raise_as_backend_error(exc, f"Redis could not decide for {policy.name!r}")
         state, redis_now = BucketState(float(tokens), float(stamp)), float(script_now)
         decision = decide(allowed == 1, state, redis_now, policy, cost)
@@ -173,7 +178,7 @@ async def outages_as_backend_error(deadline: float, what: str) -> AsyncIterator[
     try:
         async with asyncio.timeout(deadline):
             yield
-    except (TimeoutError, RedisError, OSError) as exc:
+    except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
         raise_as_backend_error(exc, what)
 
 

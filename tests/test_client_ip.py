@@ -6,7 +6,9 @@ import ipaddress
 
 import pytest
 
+from handlers import RateLimitConfig
 from handlers.client_ip import ClientAddressResolver, client_label, forwarded_for, parse_address, x_forwarded_for
+from limiter import LocalBackend, RateLimiter
 
 
 def label(text: str, prefix: int = 64) -> str | None:
@@ -93,3 +95,21 @@ def test_resolver_finds_the_rightmost_untrusted_address(
 def test_resolver_without_a_peer_address() -> None:
     """A peer that is not an IP address (a Unix socket) yields None, for the caller to name."""
     assert NOBODY.resolve("", ["203.0.113.7"]) is None
+
+
+class TestLabelCache:
+    def test_short_headers_are_cached_and_long_ones_never(self) -> None:
+        """A forged header of thousands of entries gets the right label but is not kept in the cache, so
+        varied long headers cannot fill memory; a short one is kept, and gives the same label."""
+        config = RateLimitConfig(
+            limiter=RateLimiter(LocalBackend()),
+            policies={},
+            resolver=ClientAddressResolver((ipaddress.ip_network("127.0.0.1/32"),)),
+        )
+        cache = config._cached_label  # type: ignore[attr-defined]
+        long_header = "," * 5000 + "203.0.113.7"
+        assert config.client_label("127.0.0.1", long_header) == "203.0.113.7"
+        assert cache.cache_info().currsize == 0
+        assert config.client_label("127.0.0.1", "203.0.113.7") == "203.0.113.7"
+        assert config.client_label("127.0.0.1", "203.0.113.7") == "203.0.113.7"
+        assert cache.cache_info()[:2] == (1, 1)  # one hit, one miss

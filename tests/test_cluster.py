@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
-from limiter import LocalBackend, Policy, RateLimiter, RedisBackend
+from limiter import BackendError, LocalBackend, Policy, RateLimiter, RedisBackend
 from limiter.auto_pipeline import MAX_BATCH
 from tests.redis_topologies import RedisCluster
 from tests.strategies import Request, scenarios
@@ -155,5 +155,36 @@ def test_a_dead_master_degrades_decisions_and_harms_no_client() -> None:
         degraded = asyncio.run(scenario())
         assert any(degraded)
         assert len(degraded) == 240
+    finally:
+        cluster.stop()
+
+
+def test_a_frozen_master_fails_only_the_calls_it_owns() -> None:
+    """SIGSTOP of one master under a crowd spread over every slot: the calls on the other masters are
+    answered; those on the frozen one fail as an outage (BackendError) within the deadline."""
+    cluster = RedisCluster().start()
+    try:
+
+        async def scenario() -> tuple[int, int, int]:
+            backend = RedisBackend.from_url(cluster.url, timeout=0.3)
+            await backend.connect()
+            frozen_port = cluster.nodes[0].port
+            keys = [f"ip:10.3.0.{i}" for i in range(30)]
+            owners = {key: backend.client.get_node_from_key(backend.redis_key(key, POLICY)).port for key in keys}  # type: ignore[union-attr]
+            cluster.nodes[0].freeze()
+            try:
+                results = await asyncio.gather(*(backend.acquire(key, POLICY) for key in keys), return_exceptions=True)
+            finally:
+                cluster.nodes[0].thaw()
+            await backend.close()
+            on_frozen = [r for key, r in zip(keys, results, strict=True) if owners[key] == frozen_port]
+            elsewhere = [r for key, r in zip(keys, results, strict=True) if owners[key] != frozen_port]
+            answered = sum(1 for r in elsewhere if not isinstance(r, BaseException) and r.allowed)
+            outages = sum(1 for r in on_frozen if isinstance(r, BackendError))
+            return answered, len(elsewhere), outages - len(on_frozen)
+
+        answered, elsewhere, missing_outages = asyncio.run(scenario())
+        assert elsewhere > 0 and answered == elsewhere
+        assert missing_outages == 0
     finally:
         cluster.stop()

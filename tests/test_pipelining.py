@@ -8,7 +8,7 @@ import math
 import pytest
 from redis.exceptions import ResponseError
 
-from limiter import LocalBackend, Policy, RedisBackend
+from limiter import BackendError, LocalBackend, Policy, RedisBackend
 from limiter.auto_pipeline import MAX_BATCH
 from tests.redis_process import RedisProcess
 
@@ -125,3 +125,64 @@ def test_pipelined_decisions_equal_unpipelined_ones(redis_server: RedisProcess, 
 
     together, alone = asyncio.run(scenario())
     assert together == alone
+
+
+def test_a_key_that_cannot_be_sent_fails_alone(redis_server: RedisProcess) -> None:
+    """A key Redis cannot be sent (a lone surrogate is no UTF-8) fails its own call, not its neighbours'."""
+
+    async def scenario() -> list[object]:
+        backend = backend_on(redis_server)
+        keys = ["fine-1", "bad-\ud800", "fine-2"]
+        results = await asyncio.gather(
+            *(backend.acquire(k, Policy(10, 1, name="encode")) for k in keys), return_exceptions=True
+        )
+        await backend.close()
+        return results
+
+    first, bad, second = asyncio.run(scenario())
+    assert isinstance(bad, UnicodeEncodeError)
+    assert first.allowed and second.allowed  # type: ignore[union-attr]
+
+
+def test_closing_answers_the_waiting_calls_and_refuses_new_ones(redis_server: RedisProcess) -> None:
+    """close() while calls wait: each gets BackendError (none hangs); a call after close raises at once."""
+
+    async def scenario() -> tuple[list[object], bool]:
+        backend = backend_on(redis_server)
+        policy = Policy(10, 1, name="closing")
+        calls = [asyncio.create_task(backend.acquire(f"k{i}", policy)) for i in range(5)]
+        await asyncio.sleep(0)  # queued, the sender not started yet
+        await backend.close()
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=5)
+        try:
+            await backend.acquire("late", policy)
+        except BackendError:
+            refused = True
+        else:
+            refused = False
+        return results, refused
+
+    results, refused = asyncio.run(scenario())
+    assert all(isinstance(result, BackendError) for result in results)
+    assert refused
+
+
+def test_a_sender_cancelled_before_it_ran_leaves_no_caller_waiting(redis_server: RedisProcess) -> None:
+    """If the task that would send a turn's calls is cancelled before its first step (a shutdown that
+    cancels every task), its callers get BackendError and the next calls are sent as usual."""
+
+    async def scenario() -> tuple[object, bool]:
+        backend = backend_on(redis_server)
+        policy = Policy(10, 1, name="cancelled-sender")
+        waiting = asyncio.create_task(backend.acquire("first", policy))
+        await asyncio.sleep(0)  # the call is queued and its sender created, not yet run
+        for sender in list(backend.pipeline._senders):
+            sender.cancel()
+        result = await asyncio.wait_for(asyncio.gather(waiting, return_exceptions=True), timeout=5)
+        later = await asyncio.wait_for(backend.acquire("second", policy), timeout=5)
+        await backend.close()
+        return result[0], later.allowed
+
+    first, later_allowed = asyncio.run(scenario())
+    assert isinstance(first, BackendError)
+    assert later_allowed
