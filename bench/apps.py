@@ -1,8 +1,11 @@
-"""The servers the service is compared with over HTTP: `python -m bench.apps bare|limits`.
+"""The servers the service is compared with over HTTP: `python -m bench.apps bare|limits|ours`.
 
 bare: Tornado's hello world, the ceiling for any handler. limits: the same app whose prepare() checks a
 limit with the `limits` package (async moving window on $REDIS_URL, keyed by the remote address) and
-answers 429 when it is denied. Both read PORT, HOST, REDIS_URL and RATE_LIMIT_CAPACITY (per second).
+answers 429 when it is denied. ours: the same hello world as a RateLimitedHandler of this project, as a
+library user mounts it (a plain tornado Application, the limit on $REDIS_URL or, unset, in memory): the
+same response as bare's, plus the rate-limit headers. All read PORT, HOST, REDIS_URL and
+RATE_LIMIT_CAPACITY (per second).
 Both log server errors (5xx) only, as the service does with ACCESS_LOG=errors (the benchmark sets it):
 the comparison measures the limiter, not the access log.
 """
@@ -18,6 +21,9 @@ import limits
 import limits.aio.storage
 import limits.aio.strategies
 import tornado.web
+
+from handlers import RateLimitConfig, RateLimitedHandler
+from limiter import LocalBackend, Policy, RateLimiter, RedisBackend
 
 
 class HelloHandler(tornado.web.RequestHandler):
@@ -38,6 +44,11 @@ class LimitedHelloHandler(HelloHandler):
             self.finish("Too Many Requests")
 
 
+class OurLimitedHelloHandler(RateLimitedHandler):
+    def get(self) -> None:
+        self.write("Hello, world")
+
+
 class Application(tornado.web.Application):
     def log_request(self, handler: tornado.web.RequestHandler) -> None:
         if handler.get_status() >= 500:
@@ -47,6 +58,12 @@ class Application(tornado.web.Application):
 def make_app(kind: str) -> Application:
     if kind == "bare":
         return Application([(r"/", HelloHandler), (r"/health", HealthHandler)])
+    if kind == "ours":
+        capacity = float(os.environ.get("RATE_LIMIT_CAPACITY", "60"))
+        redis_url = os.environ.get("REDIS_URL")
+        backend = RedisBackend.from_url(redis_url, timeout=1.0) if redis_url else LocalBackend()
+        config = RateLimitConfig(limiter=RateLimiter(backend), policies={"ip": Policy(capacity, capacity, name="ip")})
+        return Application([(r"/", OurLimitedHelloHandler), (r"/health", HealthHandler)], rate_limit=config)
     url = os.environ["REDIS_URL"].replace("redis://", "async+redis://")
     storage = limits.aio.storage.RedisStorage(url, implementation="redispy")  # redis.asyncio, as the service
     return Application(
@@ -62,7 +79,7 @@ async def main(kind: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in ("bare", "limits"):
-        sys.exit("usage: python -m bench.apps bare|limits")
+    if len(sys.argv) != 2 or sys.argv[1] not in ("bare", "limits", "ours"):
+        sys.exit("usage: python -m bench.apps bare|limits|ours")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(main(sys.argv[1]))

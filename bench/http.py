@@ -64,6 +64,22 @@ SERVERS = [
         True,
     ),
     Server(
+        "ours_local",
+        "Tornado hello world as a RateLimitedHandler, local backend",
+        [sys.executable, "-m", "bench.apps", "ours"],
+        {"RATE_LIMIT_CAPACITY": HIGH},
+        "/",
+        False,
+    ),
+    Server(
+        "ours_redis",
+        "Tornado hello world as a RateLimitedHandler, Redis backend",
+        [sys.executable, "-m", "bench.apps", "ours"],
+        {"RATE_LIMIT_CAPACITY": HIGH},
+        "/",
+        True,
+    ),
+    Server(
         "service_redis_denied",
         "service, GET /api/whoami, Redis backend, mostly denied (10 at 1/s)",
         SERVICE,

@@ -54,6 +54,27 @@ TARGETS: list[tuple[str, Figure, Figure | None, str, float]] = [
         1.5,
     ),
     (
+        "same, with the library's RateLimitedHandler hello world (bare's response + headers): on Redis",
+        ("http", "ours_redis", "requests_per_s"),
+        ("http", "tornado_bare", "requests_per_s"),
+        ">=",
+        0.8,
+    ),
+    (
+        "same, RateLimitedHandler hello world on the local backend vs bare Tornado",
+        ("http", "ours_local", "requests_per_s"),
+        ("http", "tornado_bare", "requests_per_s"),
+        ">=",
+        0.95,
+    ),
+    (
+        "same, RateLimitedHandler hello world on Redis vs Tornado + limits",
+        ("http", "ours_redis", "requests_per_s"),
+        ("http", "tornado_limits", "requests_per_s"),
+        ">=",
+        1.5,
+    ),
+    (
         "local backend decisions/s (acquire_now) vs token-bucket",
         ("library_local", "ours_acquire_now", "decisions_per_s"),
         ("library_local", "token_bucket", "decisions_per_s"),
