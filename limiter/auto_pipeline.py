@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from contextlib import suppress
 from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
@@ -22,6 +23,7 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import (
     AskError,
     ClusterDownError,
+    ConnectionError,
     MovedError,
     NoScriptError,
     RedisClusterException,
@@ -158,9 +160,24 @@ class AutoPipeline:
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await self._pipeline_on(connection, calls, indexes, replies)
+        except (ConnectionError, OSError):
+            await self.drop_idle_connections()
+            raise
         finally:
             # Shielded: a deadline landing in the pool's locks must not leave the connection out of it.
             await asyncio.shield(pool.release(connection))
+
+    async def drop_idle_connections(self) -> None:
+        """Close the pooled connections not in use, to be opened afresh when next taken.
+
+        After a connection fails, or once Redis is back after an outage, the others were made to a server
+        that may be gone (a restart, a failover): each would fail one round trip of up to MAX_BATCH calls,
+        and as many failures at once reopen the circuit breaker that had just closed.
+        """
+        if isinstance(self.client, RedisCluster):  # the Cluster client renews its nodes' connections itself
+            return
+        with suppress(Exception):  # closing a dead socket may fail too; the pool reconnects it anyway
+            await self.client.connection_pool.disconnect(inuse_connections=False)
 
     @staticmethod
     async def _pipeline_on(

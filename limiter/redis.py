@@ -159,6 +159,7 @@ class RedisBackend:
         """
         probe_args = ("1", "1000", "1", "", self._slack_ms)  # a 1-token bucket, full again in 1 ms
         async with outages_as_backend_error(timeout, "Redis is not ready"):
+            await self.pipeline.drop_idle_connections()  # made before an outage: maybe to a server now gone
             if isinstance(self.client, RedisCluster):
                 await self.client.initialize()
             await self.pipeline.load_script()

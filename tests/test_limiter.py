@@ -194,6 +194,29 @@ class TestWhatCountsAsAnOutage:
         asyncio.run(scenario())
         assert "RedisClusterException" in caplog.text and "Traceback" in caplog.text
 
+    def test_after_a_restart_no_round_trip_fails_on_a_stale_connection(self, own_redis: RedisProcess) -> None:
+        """Connections pooled before Redis restarted are dropped when it is probed ready again (and when one
+        fails): the crowds that follow are all decided by Redis, so the breaker that closed stays closed."""
+
+        async def scenario() -> list[bool]:
+            backend = RedisBackend.from_url(own_redis.url, timeout=0.5)
+            policy = Policy(capacity=1e9, refill_rate=1e9, name="stale")
+            for _ in range(3):  # several round trips in flight at once: several pooled connections
+                await asyncio.gather(*(backend.acquire(f"k{i}", policy) for i in range(96)))
+            own_redis.kill()
+            own_redis.start()
+            await backend.connect()  # what the breaker's probe does
+            decided = []
+            for _ in range(3):
+                results = await asyncio.gather(
+                    *(backend.acquire(f"k{i}", policy) for i in range(96)), return_exceptions=True
+                )
+                decided += [not isinstance(result, BaseException) for result in results]
+            await backend.close()
+            return decided
+
+        assert all(asyncio.run(scenario()))
+
     @pytest.mark.parametrize(
         ("error", "outage"),
         [
