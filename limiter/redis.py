@@ -57,6 +57,9 @@ _UNAVAILABLE = (
     redis_errors.SlotNotCoveredError,  # a Cluster slot without a node, while the Cluster heals
 )
 _UNAVAILABLE_CODES = ("BUSY", "MISCONF", "LOADING", "MASTERDOWN")  # replies redis-py leaves as ResponseError
+# What a Redis call can raise, outage or bug (is_unavailable tells which); RedisClusterException, raised
+# for a slot without a node, is no RedisError.
+_REDIS_FAILURES = (TimeoutError, RedisError, RedisClusterException, OSError)
 
 
 class RedisBackend:
@@ -139,7 +142,7 @@ class RedisBackend:
         asked_at = time.monotonic()
         try:  # the pipeline's own deadline (``timeout``) bounds the wait
             allowed, tokens, stamp, script_now = await self.pipeline.call(redis_key, args)
-        except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
+        except _REDIS_FAILURES as exc:
             raise_as_backend_error(exc, f"Redis could not decide for {policy.name!r}")
         state, redis_now = BucketState(float(tokens), float(stamp)), float(script_now)
         decision = decide(allowed == 1, state, redis_now, policy, cost)
@@ -179,7 +182,7 @@ async def outages_as_backend_error(deadline: float, what: str) -> AsyncIterator[
     try:
         async with asyncio.timeout(deadline):
             yield
-    except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
+    except _REDIS_FAILURES as exc:
         raise_as_backend_error(exc, what)
 
 
