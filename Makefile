@@ -16,7 +16,7 @@ install-test: $(BIN)/python  # bench's peers too: mypy checks bench/ against the
 	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench]'
 
 run: install
-	$(BIN)/python -m app
+	$(BIN)/python -m tornado_rate_limiter
 
 test: check
 	scripts/ensure-redis-server

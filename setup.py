@@ -1,18 +1,47 @@
-"""Packaging: the service (app), its Tornado glue (handlers), the core (limiter) and its Lua (lua)."""
+"""Packaging: one import namespace, ``tornado_rate_limiter``, whose subpackages are the repository's folders.
+
+``tornado_rate_limiter/`` links to ``app/``, ``handlers/``, ``limiter/`` and ``lua/``; wheels and sdists
+carry real files under ``tornado_rate_limiter/`` and nothing else at top level.
+"""
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="tornado-rate-limiter",
-    version="0.1.0",
+    version="0.2.0",  # tornado_rate_limiter.__version__ says the same (a test holds them equal)
     description="A distributed token-bucket rate limiter for Tornado, kept in Redis, with a local fallback",
+    author="The tornado-rate-limiter authors",
+    license="MIT",
+    license_files=["LICENSE"],
+    url="https://github.com/tornado-rate-limiter/tornado-rate-limiter",
+    project_urls={
+        "Source": "https://github.com/tornado-rate-limiter/tornado-rate-limiter",
+        "Issues": "https://github.com/tornado-rate-limiter/tornado-rate-limiter/issues",
+        "Documentation": "https://github.com/tornado-rate-limiter/tornado-rate-limiter#readme",
+    },
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Framework :: AsyncIO",
+        "Intended Audience :: Developers",
+        "Operating System :: POSIX",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Topic :: Internet :: WWW/HTTP :: HTTP Servers",
+        "Topic :: System :: Networking",
+        "Typing :: Typed",
+    ],
+    keywords=["rate limiting", "tornado", "redis", "token bucket", "throttling"],
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",  # asyncio.timeout
-    packages=["app", "handlers", "limiter", "lua"],
-    package_data={"limiter": ["py.typed"], "handlers": ["py.typed"], "lua": ["*.lua"]},
+    packages=find_packages(include=["tornado_rate_limiter", "tornado_rate_limiter.*"]),  # follows the links
+    package_data={"tornado_rate_limiter": ["py.typed"], "tornado_rate_limiter.lua": ["*.lua"]},
+    entry_points={"console_scripts": ["tornado-rate-limiter = tornado_rate_limiter.app.cli:main"]},
     include_package_data=False,
     install_requires=[
         "tornado>=6.3",

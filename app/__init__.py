@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.service import ServiceApplication, build_limiter, make_app
-from app.settings import Settings, SettingsError
+from tornado_rate_limiter.app.service import ServiceApplication, build_limiter, make_app, make_rate_limit_config
+from tornado_rate_limiter.app.settings import Settings, SettingsError
 
-__all__ = ["ServiceApplication", "Settings", "SettingsError", "build_limiter", "make_app"]
+__all__ = ["ServiceApplication", "Settings", "SettingsError", "build_limiter", "make_app", "make_rate_limit_config"]

@@ -1,4 +1,5 @@
-"""make_app(settings): the Tornado application with its routes, its limiter and its metrics."""
+"""make_app(settings): the Tornado application with its routes, its limiter and its metrics;
+make_rate_limit_config(settings) for an Application of your own."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ from typing import Any
 import tornado.httputil
 import tornado.web
 
-from app.settings import Settings
-from handlers import SETTINGS_KEY, ClientAddressResolver, RateLimitConfig
-from handlers.service import EchoHandler, HealthHandler, MetricsHandler, NotFoundHandler, WhoAmIHandler
-from limiter import CircuitBreaker, LimiterMetrics, LocalBackend, RateLimiter, RedisBackend
+from tornado_rate_limiter.app.settings import Settings
+from tornado_rate_limiter.handlers import SETTINGS_KEY, ClientAddressResolver, RateLimitConfig
+from tornado_rate_limiter.handlers.service import (
+    EchoHandler,
+    HealthHandler,
+    MetricsHandler,
+    NotFoundHandler,
+    WhoAmIHandler,
+)
+from tornado_rate_limiter.limiter import CircuitBreaker, LimiterMetrics, LocalBackend, RateLimiter, RedisBackend
 
-log = logging.getLogger("app")
+log = logging.getLogger("tornado_rate_limiter")
 
 
 def build_limiter(settings: Settings) -> RateLimiter:
@@ -36,10 +43,11 @@ def build_limiter(settings: Settings) -> RateLimiter:
     )
 
 
-def rate_limit_config(settings: Settings, limiter: RateLimiter) -> RateLimitConfig:
-    """What the RateLimitedHandlers of the application share."""
+def make_rate_limit_config(settings: Settings, limiter: RateLimiter | None = None) -> RateLimitConfig:
+    """What the RateLimitedHandlers of an application share, as the settings ask: pass it to your own
+    ``tornado.web.Application(routes, rate_limit=...)``. ``limiter`` overrides the one the settings build."""
     return RateLimitConfig(
-        limiter=limiter,
+        limiter=limiter if limiter is not None else build_limiter(settings),
         policies={"ip": settings.ip_policy, "user": settings.user_policy},
         resolver=ClientAddressResolver(settings.trusted_proxies, settings.trusted_hops),
         forwarded_header=settings.forwarded_header,
@@ -95,24 +103,23 @@ def make_app(
     settings: Settings,
     routes: Sequence[Any] = (),
     limiter: RateLimiter | None = None,
+    *,
+    demo_routes: bool = False,
     **tornado_settings: Any,
 ) -> ServiceApplication:
-    """The service: /health, /metrics, /api/whoami, /api/echo, plus ``routes`` of your own.
+    """An application with /health, /metrics and ``routes`` of your own, its limiter built from ``settings``.
 
+    ``demo_routes=True`` adds the service's /api/whoami and /api/echo (the service asks for them);
     ``limiter`` overrides the one the settings build (tests pass their own); ``tornado_settings`` go to
     the Application.
     """
-    limiter = limiter if limiter is not None else build_limiter(settings)
-    service_routes = [
-        (r"/health", HealthHandler),
-        (r"/metrics", MetricsHandler),
-        (r"/api/whoami", WhoAmIHandler),
-        (r"/api/echo", EchoHandler),
-    ]
+    service_routes: list[Any] = [(r"/health", HealthHandler), (r"/metrics", MetricsHandler)]
+    if demo_routes:
+        service_routes += [(r"/api/whoami", WhoAmIHandler), (r"/api/echo", EchoHandler)]
     options: dict[str, Any] = {
         "default_handler_class": NotFoundHandler,
         "access_log": settings.access_log,
         **tornado_settings,
     }
-    options[SETTINGS_KEY] = rate_limit_config(settings, limiter)
+    options[SETTINGS_KEY] = make_rate_limit_config(settings, limiter)
     return ServiceApplication([*service_routes, *routes], **options)

@@ -8,9 +8,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from limiter import Policy
-from limiter.breaker import BreakerConfig
-from limiter.redis_url import check_url
+from tornado_rate_limiter.limiter import Policy
+from tornado_rate_limiter.limiter.breaker import BreakerConfig
+from tornado_rate_limiter.limiter.redis_url import check_url
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -53,6 +53,21 @@ def _number(environ: Mapping[str, str], name: str, default: float, low: float, h
         value = math.nan
     if not (math.isfinite(value) and low < value <= high):
         raise _fail(name, raw, f"{unit} greater than {low:g} and at most {high:g}")
+    return value
+
+
+def _share(environ: Mapping[str, str], name: str, default: float) -> float:
+    """A share in (0, 1], as a decimal (0.25) or a fraction (1/4, as for one of N processes)."""
+    raw = _raw(environ, name)
+    if raw is None:
+        return default
+    numerator, slash, denominator = raw.partition("/")
+    try:
+        value = float(numerator) / float(denominator) if slash else float(raw)
+    except (ValueError, ZeroDivisionError):
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise _fail(name, raw, "a share greater than 0 and at most 1, such as 0.25 or 1/4")
     return value
 
 
@@ -114,6 +129,33 @@ def _secret(environ: Mapping[str, str], name: str) -> str | None:
     return raw
 
 
+# Every variable in one line each, for `--help` (the README's settings table says more; a test holds the
+# two to the same names).
+SETTINGS_HELP = (
+    ("PORT", "8080", "TCP port to listen on (1-65535)"),
+    ("HOST", "0.0.0.0", "address to bind"),
+    ("REDIS_URL", "unset", "redis://, rediss://, unix://, redis+cluster://, redis+sentinel://; unset: in memory"),
+    ("REDIS_TLS_URL", "unset", "preferred over REDIS_URL when both are set"),
+    ("REDIS_TLS_VERIFY", "true", "false accepts a self-signed certificate on rediss://"),
+    ("RATE_LIMIT_CAPACITY", "60", "burst of each client address (ip:), whole tokens"),
+    ("RATE_LIMIT_REFILL_RATE", "1.0", "tokens per second each address gets back"),
+    ("RATE_LIMIT_USER_CAPACITY", "120", "burst of each authenticated user (user:)"),
+    ("RATE_LIMIT_USER_REFILL_RATE", "2.0", "tokens per second each user gets back"),
+    ("RATE_LIMIT_FAILURE_STRATEGY", "open", "when Redis fails: open (decide in memory) or closed (429)"),
+    ("RATE_LIMIT_TRUSTED_PROXIES", "unset", "addresses or CIDRs whose forwarding header is believed"),
+    ("RATE_LIMIT_TRUSTED_HOPS", "0", "number of proxies in front that append the address they saw"),
+    ("RATE_LIMIT_FORWARDED_HEADER", "X-Forwarded-For", "X-Forwarded-For or Forwarded"),
+    ("RATE_LIMIT_IPV6_PREFIX", "64", "IPv6 clients are grouped per network of this many bits (32-128)"),
+    ("JWT_SECRET", "unset", "HS256 key (32+ bytes) for Authorization: Bearer tokens"),
+    ("RATE_LIMIT_FALLBACK_SHARE", "1", "share (0-1], or 1/N, of each limit a process allows while Redis is down"),
+    ("RATE_LIMIT_REDIS_TIMEOUT", "0.05", "seconds one decision may wait for Redis"),
+    ("RATE_LIMIT_BREAKER_FAILURES", "5", "Redis failures in a row that open the circuit breaker"),
+    ("RATE_LIMIT_BREAKER_COOLDOWN", "2", "seconds the open breaker makes no Redis call before a probe"),
+    ("RATE_LIMIT_BREAKER_MAX_COOLDOWN", "30", "cap of the cool-down, which doubles with each failed probe"),
+    ("ACCESS_LOG", "errors", "requests logged: all, errors (5xx only) or off"),
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the service is told by its environment. Defaults are those of an unset variable."""
@@ -159,7 +201,7 @@ class Settings:
             ),
             ipv6_prefix=_integer(environ, "RATE_LIMIT_IPV6_PREFIX", cls.ipv6_prefix, 32, 128),
             jwt_secret=_secret(environ, "JWT_SECRET"),
-            fallback_share=_number(environ, "RATE_LIMIT_FALLBACK_SHARE", cls.fallback_share, 0, 1, "a share"),
+            fallback_share=_share(environ, "RATE_LIMIT_FALLBACK_SHARE", cls.fallback_share),
             redis_timeout=_number(environ, "RATE_LIMIT_REDIS_TIMEOUT", cls.redis_timeout, 0, 10, "seconds"),
             breaker_failures=_integer(environ, "RATE_LIMIT_BREAKER_FAILURES", cls.breaker_failures, 1, 1000),
             breaker_cooldown=_number(environ, "RATE_LIMIT_BREAKER_COOLDOWN", cls.breaker_cooldown, 0, 3600, "seconds"),
@@ -174,6 +216,15 @@ class Settings:
         if self.access_log not in ACCESS_LOG_CHOICES:
             message = f"ACCESS_LOG={self.access_log!r} is not valid: expected {' or '.join(ACCESS_LOG_CHOICES)}"
             raise SettingsError(message)
+        for capacity, refill_rate, names in (
+            (self.ip_capacity, self.ip_refill_rate, "RATE_LIMIT_CAPACITY and RATE_LIMIT_REFILL_RATE"),
+            (self.user_capacity, self.user_refill_rate, "RATE_LIMIT_USER_CAPACITY and RATE_LIMIT_USER_REFILL_RATE"),
+        ):
+            try:
+                Policy(capacity, refill_rate)
+            except ValueError as exc:
+                message = f"{names} are not valid together: {exc}"
+                raise SettingsError(message) from None
         if self.breaker_max_cooldown < self.breaker_cooldown:
             message = (
                 f"RATE_LIMIT_BREAKER_MAX_COOLDOWN={self.breaker_max_cooldown:g} is not valid: "

@@ -22,8 +22,8 @@ import limits.aio.storage
 import limits.aio.strategies
 import tornado.web
 
-from handlers import RateLimitConfig, RateLimitedHandler
-from limiter import LocalBackend, Policy, RateLimiter, RedisBackend
+from tornado_rate_limiter.handlers import RateLimitConfig, RateLimitedHandler
+from tornado_rate_limiter.limiter import LocalBackend, Policy, RateLimiter, RedisBackend
 
 
 class HelloHandler(tornado.web.RequestHandler):

@@ -31,7 +31,7 @@ REDIS_TIMEOUT = "1.0"
 # Server errors only, as bench/apps.py logs: the same for every server, whatever the service's default.
 ACCESS_LOG = {"ACCESS_LOG": "errors"}
 
-SERVICE = [sys.executable, "-m", "app"]
+SERVICE = [sys.executable, "-m", "tornado_rate_limiter"]
 ALLOW_ALL = {"RATE_LIMIT_CAPACITY": HIGH, "RATE_LIMIT_REFILL_RATE": HIGH}
 
 

@@ -27,8 +27,8 @@ import redis.asyncio
 import token_bucket
 from pyrate_limiter.buckets.redis_bucket import LuaScript
 
-from limiter import LocalBackend, Policy, RedisBackend
-from limiter.redis import TOKEN_BUCKET_SCRIPT, TOKEN_BUCKET_SHA
+from tornado_rate_limiter.limiter import LocalBackend, Policy, RedisBackend
+from tornado_rate_limiter.limiter.redis import TOKEN_BUCKET_SCRIPT, TOKEN_BUCKET_SHA
 
 FixedWindow, MovingWindow = limits.strategies.FixedWindowRateLimiter, limits.strategies.MovingWindowRateLimiter
 AsyncMovingWindow = limits.aio.strategies.MovingWindowRateLimiter

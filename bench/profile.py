@@ -1,4 +1,4 @@
-"""Where the service spends its time on the Redis path: `python -m app` under py-spy while wrk loads it.
+"""Where the service spends its time on the Redis path: the service process under py-spy while wrk loads it.
 
 py-spy starts the service as its child (a parent may trace its child whatever the ptrace scope) and
 samples it until the service exits, which the benchmark asks for with SIGTERM to the service's PID.
@@ -86,7 +86,16 @@ def run_profile(redis_url: str, seconds: float, warmup: float) -> dict[str, Any]
         raise RuntimeError(message)
     output = Path(tempfile.mkstemp(prefix="rl-profile-", suffix=".txt")[1])
     command = [py_spy, "record", "--format", "raw", "--function"]
-    command += ["--rate", str(SAMPLES_PER_SECOND), "--output", str(output), "--", sys.executable, "-m", "app"]
+    command += [
+        "--rate",
+        str(SAMPLES_PER_SECOND),
+        "--output",
+        str(output),
+        "--",
+        sys.executable,
+        "-m",
+        "tornado_rate_limiter",
+    ]
     env = {**ACCESS_LOG, **ALLOW_ALL, "REDIS_URL": redis_url, "RATE_LIMIT_REDIS_TIMEOUT": REDIS_TIMEOUT}
     server = ServiceProcess(env=env, command=command)
     service = 0

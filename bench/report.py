@@ -209,8 +209,8 @@ def http_section(results: dict[str, Any]) -> list[str]:
         "## HTTP requests per second",
         "",
         f"Each server is a child process loaded by {how} over loopback after a {settings['http_warmup']:g} s",
-        "warm-up, then stopped by its PID. The service is `python -m app` on `GET /api/whoami` with capacity",
-        "and refill 1e9 (every request allowed, the path that costs the most) and, on Redis, the bench's",
+        "warm-up, then stopped by its PID. The service is `python -m tornado_rate_limiter` on `GET /api/whoami`",
+        "with capacity and refill 1e9 (every request allowed, the path that costs the most) and, on Redis, the bench's",
         "redis-server with `RATE_LIMIT_REDIS_TIMEOUT=1.0`. Every server logs server errors (5xx) only: the",
         "service with `ACCESS_LOG=errors`, the others likewise (bench/apps.py). All requests come from",
         f"127.0.0.1: one key. The load generator, the server and redis-server share {results['meta']['cores']} cores.",
@@ -263,7 +263,7 @@ def profile_section(results: dict[str, Any]) -> list[str]:
     return [
         "## Profile: the service on Redis under load",
         "",
-        "`python -m app` with REDIS_URL (capacity and refill 1e9), started by",
+        "`python -m tornado_rate_limiter` with REDIS_URL (capacity and refill 1e9), started by",
         f"`py-spy record --format raw --function --rate {profile['samples_per_second']}` while wrk loads "
         f"`GET /api/whoami` for {settings['profile_seconds']:g} s",
         f"after a warm-up ({profile['requests_per_s']:,.0f} req/s under the profiler, which pauses the process "

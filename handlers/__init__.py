@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from handlers.client_ip import ClientAddressResolver
-from handlers.identity import Identity
-from handlers.ratelimited import APP_POLICIES, SETTINGS_KEY, InvalidToken, RateLimitConfig, RateLimitedHandler
+from tornado_rate_limiter.handlers.client_ip import ClientAddressResolver
+from tornado_rate_limiter.handlers.identity import Identity
+from tornado_rate_limiter.handlers.ratelimited import (
+    APP_POLICIES,
+    SETTINGS_KEY,
+    InvalidToken,
+    RateLimitConfig,
+    RateLimitedHandler,
+    RateLimitNotConfigured,
+    default_policies,
+)
 
 __all__ = [
     "APP_POLICIES",
@@ -13,5 +21,7 @@ __all__ = [
     "Identity",
     "InvalidToken",
     "RateLimitConfig",
+    "RateLimitNotConfigured",
     "RateLimitedHandler",
+    "default_policies",
 ]

@@ -9,7 +9,7 @@ import math
 from functools import lru_cache
 from typing import Any
 
-from limiter import Decision, Policy
+from tornado_rate_limiter.limiter import Decision, Policy
 
 QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 

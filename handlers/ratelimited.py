@@ -15,20 +15,29 @@ from typing import Any, ClassVar
 import jwt
 import tornado.web
 
-from handlers.client_ip import ClientAddressResolver, client_label, forwarded_for, x_forwarded_for
-from handlers.headers import quota_exceeded_problem, rate_limit_headers, retry_after_seconds
-from handlers.identity import IP, USER, Identity
-from limiter import Decision, Policy, RateLimiter
+from tornado_rate_limiter.handlers.client_ip import ClientAddressResolver, client_label, forwarded_for, x_forwarded_for
+from tornado_rate_limiter.handlers.headers import quota_exceeded_problem, rate_limit_headers, retry_after_seconds
+from tornado_rate_limiter.handlers.identity import IP, USER, Identity
+from tornado_rate_limiter.limiter import Decision, LocalBackend, Policy, RateLimiter
 
 SETTINGS_KEY = "rate_limit"  # where the Application's settings hold the RateLimitConfig
 
 
+def default_policies() -> dict[str, Policy]:
+    """The service's defaults: 60 tokens and 1/s per address, 120 and 2/s per user."""
+    return {IP: Policy(60, 1.0, name=IP), USER: Policy(120, 2.0, name=USER)}
+
+
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one per application
 class RateLimitConfig:
-    """What every RateLimitedHandler of an Application shares; put it in ``settings["rate_limit"]``."""
+    """What every RateLimitedHandler of an Application shares: give it as the Application's ``rate_limit``
+    setting, ``tornado.web.Application(routes, rate_limit=RateLimitConfig(...))``.
 
-    limiter: RateLimiter
-    policies: Mapping[str, Policy]  # by identity kind: "ip", "user"
+    Defaults: an in-memory limiter (``RateLimiter(LocalBackend())``) and the service's default policies.
+    """
+
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(LocalBackend()))
+    policies: Mapping[str, Policy] = field(default_factory=default_policies)  # by identity kind: "ip", "user"
     resolver: ClientAddressResolver = field(default_factory=ClientAddressResolver)
     forwarded_header: str = "x-forwarded-for"  # or "forwarded" (RFC 7239)
     ipv6_prefix: int = 64
@@ -56,6 +65,23 @@ class RateLimitConfig:
 # At most 16,384 labels of headers up to 256 characters: a few MB whatever clients send.
 _CACHED_LABELS = 16384
 _CACHED_HEADER_CHARS = 256
+
+
+class RateLimitNotConfigured(RuntimeError):
+    """A RateLimitedHandler runs in an Application without a RateLimitConfig (a mistake in the app's code)."""
+
+
+def rate_limit_config_of(handler: tornado.web.RequestHandler) -> RateLimitConfig:
+    """The RateLimitConfig of ``handler``'s Application, or RateLimitNotConfigured saying what to add."""
+    config = handler.application.settings.get(SETTINGS_KEY)
+    if isinstance(config, RateLimitConfig):
+        return config
+    found = "no rate_limit setting" if config is None else f"a rate_limit setting of type {type(config).__name__}"
+    message = (
+        f"{type(handler).__name__} needs a RateLimitConfig and its Application has {found}: create it as "
+        "tornado.web.Application(routes, rate_limit=RateLimitConfig(...))"
+    )
+    raise RateLimitNotConfigured(message)
 
 
 class InvalidToken(Exception):
@@ -96,8 +122,8 @@ class RateLimitedHandler(tornado.web.RequestHandler):
 
     @property
     def rate_limit_config(self) -> RateLimitConfig:
-        config: RateLimitConfig = self.application.settings[SETTINGS_KEY]
-        return config
+        """The Application's ``rate_limit`` setting (RateLimitNotConfigured, saying what to add, without it)."""
+        return rate_limit_config_of(self)
 
     def rate_limit_policy_for(self, kind: str) -> Policy | None:
         """The policy for clients of ``kind`` on this handler, or None when they are not limited."""

@@ -8,7 +8,7 @@ from typing import Any
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from handlers.ratelimited import SETTINGS_KEY, RateLimitConfig, RateLimitedHandler
+from tornado_rate_limiter.handlers.ratelimited import RateLimitedHandler, rate_limit_config_of
 
 
 class _JSONErrors(tornado.web.RequestHandler):
@@ -29,7 +29,7 @@ class HealthHandler(_JSONErrors):
     """GET /health: 200 while the process serves, with what decides. Degraded is not down: still 200."""
 
     def get(self) -> None:
-        config: RateLimitConfig = self.application.settings[SETTINGS_KEY]
+        config = rate_limit_config_of(self)
         self.set_header("Cache-Control", "no-store")
         self.write({"status": "ok", **config.limiter.health()})
 
@@ -38,7 +38,7 @@ class MetricsHandler(_JSONErrors):
     """GET /metrics: the limiter's Prometheus metrics in the text exposition format."""
 
     def get(self) -> None:
-        config: RateLimitConfig = self.application.settings[SETTINGS_KEY]
+        config = rate_limit_config_of(self)
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.write(generate_latest(config.limiter.metrics.registry))
 

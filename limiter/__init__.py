@@ -1,4 +1,4 @@
-"""A distributed token-bucket rate limiter: the framework-free core (no tornado import here).
+"""tornado_rate_limiter.limiter: the framework-free core of the rate limiter (no tornado import here).
 
 policy = Policy(capacity=100, refill_rate=10.0, name="ip")
 decision = await RedisBackend.from_url("redis://localhost:6379/0").acquire("ip:203.0.113.7", policy)
@@ -6,15 +6,17 @@ decision = await RedisBackend.from_url("redis://localhost:6379/0").acquire("ip:2
 
 from __future__ import annotations
 
-from limiter.breaker import BreakerConfig, BreakerState, CircuitBreaker
-from limiter.bucket import Decision, Policy
-from limiter.errors import BackendError, CircuitOpenError, RateLimiterError
-from limiter.limiter import RateLimiter
-from limiter.local import LocalBackend
-from limiter.metrics import LimiterMetrics
-from limiter.redis import RedisBackend
+from tornado_rate_limiter.limiter.backend import Backend
+from tornado_rate_limiter.limiter.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from tornado_rate_limiter.limiter.bucket import Decision, Policy
+from tornado_rate_limiter.limiter.errors import BackendError, CircuitOpenError, RateLimiterError
+from tornado_rate_limiter.limiter.limiter import RateLimiter
+from tornado_rate_limiter.limiter.local import LocalBackend
+from tornado_rate_limiter.limiter.metrics import LimiterMetrics
+from tornado_rate_limiter.limiter.redis import RedisBackend
 
 __all__ = [
+    "Backend",
     "BackendError",
     "BreakerConfig",
     "BreakerState",

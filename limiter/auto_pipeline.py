@@ -30,8 +30,8 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from limiter.errors import BackendError
-from limiter.redis_url import RedisClient, RedisCluster
+from tornado_rate_limiter.limiter.errors import BackendError
+from tornado_rate_limiter.limiter.redis_url import RedisClient, RedisCluster
 
 # Calls per round trip, at most. A crowd that resumes together (as callers do when one round trip's replies
 # come back) is sent as several round trips, so Redis runs one batch while this process handles the

@@ -13,9 +13,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from limiter.errors import CircuitOpenError
+from tornado_rate_limiter.limiter.errors import CircuitOpenError
 
-log = logging.getLogger("limiter.breaker")
+log = logging.getLogger("tornado_rate_limiter.breaker")
 
 
 class BreakerState(enum.Enum):
@@ -141,6 +141,10 @@ class CircuitBreaker:
             self._record(failed=True)
             if self._consecutive_failures >= self.config.consecutive_failures or self._failure_rate_exceeded():
                 self._open()
+
+    def trip(self) -> None:
+        """Open now, whatever the state: the dependency is known to be failing (it failed to get ready)."""
+        self._open()
 
     def on_cancel(self, permit: Permit) -> None:
         """The call was abandoned before an outcome: a probe gives its turn to the next caller."""

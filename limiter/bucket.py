@@ -47,6 +47,14 @@ class Policy:
         if not isinstance(self.name, str) or not _POLICY_NAME.fullmatch(self.name):
             message = f"name must be 1-64 characters of A-Z a-z 0-9 _ . -, got {self.name!r}"
             raise ValueError(message)
+        # The headers and the cache of denials compute in seconds: a rate so small that refilling one token
+        # or the whole bucket takes forever (1e-320/s) would overflow them at the first request.
+        if not (math.isfinite(self.fill_time) and math.isfinite(1 / self.refill_rate)):
+            message = (
+                f"refill_rate {self.refill_rate!r} is too small for capacity {self.capacity!r}: "
+                "refilling the bucket would take longer than any number of seconds can say"
+            )
+            raise ValueError(message)
 
     @property
     def fill_time(self) -> float:

@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from types import TracebackType
 
-from limiter.breaker import BreakerState, CircuitBreaker, Permit
-from limiter.bucket import Decision, Policy
-from limiter.errors import BackendError, CircuitOpenError
-from limiter.local import LocalBackend
-from limiter.metrics import LimiterMetrics
-from limiter.redis import RedisBackend
+from tornado_rate_limiter.limiter.breaker import BreakerState, CircuitBreaker, Permit
+from tornado_rate_limiter.limiter.bucket import Decision, Policy
+from tornado_rate_limiter.limiter.errors import BackendError, CircuitOpenError
+from tornado_rate_limiter.limiter.local import LocalBackend
+from tornado_rate_limiter.limiter.metrics import LimiterMetrics
+from tornado_rate_limiter.limiter.redis import RedisBackend
 
-log = logging.getLogger("limiter")
+log = logging.getLogger("tornado_rate_limiter.limiter")
 
 FAIL_OPEN = "open"
 FAIL_CLOSED = "closed"
@@ -89,16 +90,17 @@ class RateLimiter:
     async def connect(self) -> bool:
         """Get the primary ready before serving (connect, load the script); False, and logged, if not now.
 
-        Failing here is not fatal: requests are answered by the failure strategy until Redis is back.
+        Failing here is not fatal: the breaker opens at once, so /health says degraded from the first
+        request and requests are answered by the failure strategy until a probe finds Redis ready.
         """
-        if not isinstance(self.primary, RedisBackend):
-            return True
         try:
             await self.primary.connect()
         except BackendError as exc:
-            log.warning(
-                "Redis is not reachable at start; deciding by the fail-%s strategy: %s", self.failure_strategy, exc
-            )
+            self.breaker.trip()
+            self._primary_failing = True
+            self.metrics.errors.inc()
+            log.error("%s; deciding by the fail-%s strategy until it is", exc, self.failure_strategy)
+            self._last_error_logged = time.monotonic()
             return False
         return True
 
@@ -181,8 +183,19 @@ class RateLimiter:
             log.error(message, exc_info=traceback)
 
     async def close(self) -> None:
-        """Stop a probe under way and release the primary backend's connections."""
+        """Stop a probe under way and release the backends' connections."""
         if self._probe is not None and not self._probe.done():
             self._probe.cancel()
-        if isinstance(self.primary, RedisBackend):
-            await self.primary.close()
+        await self.primary.close()
+        await self.fallback.close()
+
+    async def __aenter__(self) -> RateLimiter:
+        """``async with RateLimiter(...) as limiter``: connected on the way in (a failure is logged, not
+        raised, as in ``connect()``), closed on the way out."""
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -11,8 +11,17 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from types import TracebackType
 
-from limiter.bucket import DEFAULT_EXPIRY_SLACK, BucketState, Decision, Policy, decide, validate_cost, validate_now
+from tornado_rate_limiter.limiter.bucket import (
+    DEFAULT_EXPIRY_SLACK,
+    BucketState,
+    Decision,
+    Policy,
+    decide,
+    validate_cost,
+    validate_now,
+)
 
 DEFAULT_SHARDS = 16
 DEFAULT_MAX_KEYS = 1_000_000
@@ -76,6 +85,20 @@ class LocalBackend:
     async def acquire(self, key: str, policy: Policy, cost: float = 1, now: float | None = None) -> Decision:
         """Take ``cost`` tokens from ``key``'s bucket if it has them."""
         return self.acquire_now(key, policy, cost, now)
+
+    async def connect(self) -> None:
+        """Nothing to connect to: here so that code written for the Redis backend runs on this one."""
+
+    async def close(self) -> None:
+        """Nothing to release (the buckets stay): the Backend protocol's ``close``."""
+
+    async def __aenter__(self) -> LocalBackend:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()
 
     def acquire_now(self, key: str, policy: Policy, cost: float = 1, now: float | None = None) -> Decision:
         """The same as ``acquire``, without the event loop: safe to call from any thread."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from limiter.breaker import BreakerState, CircuitBreaker
+from tornado_rate_limiter.limiter.breaker import BreakerState, CircuitBreaker
 
 IDENTITY_KINDS = ("ip", "user")
 # Decisions take ~0.1 ms in memory and ~0.2-2 ms on a nearby Redis; a timeout shows at the top.

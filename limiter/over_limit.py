@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple
 
-from limiter.bucket import BucketState, Decision, Policy, decide, refill
+from tornado_rate_limiter.limiter.bucket import BucketState, Decision, Policy, decide, refill
 
 DEFAULT_MAX_KEYS = 10_000
 

@@ -7,25 +7,32 @@ are remembered (limiter/over_limit.py) so a key known to be empty is denied with
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import lru_cache
-from typing import Any, NoReturn
+from types import TracebackType
+from typing import Any
 
-from redis import exceptions as redis_errors
-from redis.exceptions import RedisClusterException, RedisError
-
-from limiter.auto_pipeline import AutoPipeline
-from limiter.bucket import DEFAULT_EXPIRY_SLACK, BucketState, Decision, Policy, decide, validate_cost, validate_now
-from limiter.errors import BackendError
-from limiter.over_limit import DEFAULT_MAX_KEYS as DEFAULT_OVER_LIMIT_KEYS
-from limiter.over_limit import OverLimitCache
-from limiter.redis_url import RedisClient, RedisCluster, client_from_url
-from lua import read_script
+from tornado_rate_limiter.limiter.auto_pipeline import AutoPipeline
+from tornado_rate_limiter.limiter.bucket import (
+    DEFAULT_EXPIRY_SLACK,
+    BucketState,
+    Decision,
+    Policy,
+    decide,
+    validate_cost,
+    validate_now,
+)
+from tornado_rate_limiter.limiter.over_limit import DEFAULT_MAX_KEYS as DEFAULT_OVER_LIMIT_KEYS
+from tornado_rate_limiter.limiter.over_limit import OverLimitCache
+from tornado_rate_limiter.limiter.redis_outages import (
+    REDIS_FAILURES,
+    raise_as_backend_error,
+    redis_errors_as_backend_error,
+)
+from tornado_rate_limiter.limiter.redis_url import RedisClient, RedisCluster, client_from_url, uses_tls
+from tornado_rate_limiter.lua import read_script
 
 TOKEN_BUCKET_SCRIPT = read_script("token_bucket.lua")
 TOKEN_BUCKET_SHA = hashlib.sha1(TOKEN_BUCKET_SCRIPT.encode("utf-8")).hexdigest()
@@ -42,24 +49,6 @@ DEFAULT_KEY_PREFIX = "rl:"
 # decision may; it runs at start and in the breaker's probe, where no request waits for it.
 DEFAULT_CONNECT_TIMEOUT = 1.0
 _SCRIPT_ARGS = 5  # capacity, refill_rate, cost, now, slack_ms
-# Replies that mean "Redis cannot serve right now" (an outage), as opposed to a bug in the call.
-_UNAVAILABLE = (
-    OSError,
-    TimeoutError,  # the per-call deadline (asyncio.timeout)
-    redis_errors.ConnectionError,  # refused, reset, LOADING, auth failures, max clients
-    redis_errors.TimeoutError,
-    redis_errors.ReadOnlyError,  # a replica after failover
-    redis_errors.OutOfMemoryError,  # maxmemory with noeviction
-    redis_errors.TryAgainError,
-    redis_errors.ClusterDownError,  # also MASTERDOWN
-    redis_errors.NoScriptError,  # only reaches here when reloading the script did not cure it
-    redis_errors.NoPermissionError,  # an ACL gone wrong: nothing this process can fix
-    redis_errors.SlotNotCoveredError,  # a Cluster slot without a node, while the Cluster heals
-)
-_UNAVAILABLE_CODES = ("BUSY", "MISCONF", "LOADING", "MASTERDOWN")  # replies redis-py leaves as ResponseError
-# What a Redis call can raise, outage or bug (is_unavailable tells which); RedisClusterException, raised
-# for a slot without a node, is no RedisError.
-_REDIS_FAILURES = (TimeoutError, RedisError, RedisClusterException, OSError)
 
 
 class RedisBackend:
@@ -86,6 +75,7 @@ class RedisBackend:
         self.over_limit = OverLimitCache(over_limit_keys)
         self.pipeline = AutoPipeline(client, TOKEN_BUCKET_SCRIPT, TOKEN_BUCKET_SHA, _SCRIPT_ARGS, timeout)
         self._slack_ms = str(math.ceil(expiry_slack * 1000))
+        self._tls = uses_tls(client)
 
     @classmethod
     def from_url(
@@ -142,8 +132,8 @@ class RedisBackend:
         asked_at = time.monotonic()
         try:  # the pipeline's own deadline (``timeout``) bounds the wait
             allowed, tokens, stamp, script_now = await self.pipeline.call(redis_key, args)
-        except _REDIS_FAILURES as exc:
-            raise_as_backend_error(exc, f"Redis could not decide for {policy.name!r}")
+        except REDIS_FAILURES as exc:
+            raise_as_backend_error(exc, f"Redis could not decide for {policy.name!r}", script=TOKEN_BUCKET_SCRIPT)
         state, redis_now = BucketState(float(tokens), float(stamp)), float(script_now)
         decision = decide(allowed == 1, state, redis_now, policy, cost)
         if now is None:
@@ -158,44 +148,32 @@ class RedisBackend:
         one decision on a key of its own (so a Redis that refuses writes, OOM or READONLY, fails here).
 
         Runs with a deadline of its own, longer than a decision's: a TLS handshake or a Cluster's slot
-        discovery may need it, and no client request waits on this. Raises BackendError on failure.
+        discovery may need it, and no client request waits on this. Raises BackendError, naming the cause
+        (authentication failed, not a cluster, connection refused, ...), whatever keeps Redis from
+        deciding: an error in the probe's own call (a value of another type at its key) too.
         """
         probe_args = ("1", "1000", "1", "", self._slack_ms)  # a 1-token bucket, full again in 1 ms
-        async with outages_as_backend_error(timeout, "Redis is not ready"):
+        async with redis_errors_as_backend_error(
+            timeout, "Redis is not ready", script=TOKEN_BUCKET_SCRIPT, tls=self._tls, bugs_too=True
+        ):
             await self.pipeline.drop_idle_connections()  # made before an outage: maybe to a server now gone
             if isinstance(self.client, RedisCluster):
                 await self.client.initialize()
             await self.pipeline.load_script()
             await self.client.evalsha(TOKEN_BUCKET_SHA, 1, f"{self.key_prefix}probe", *probe_args)
 
+    async def __aenter__(self) -> RedisBackend:
+        """``async with RedisBackend.from_url(...) as backend``: closed on the way out (not connected on the
+        way in: the first decision connects, or call ``connect()``)."""
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()
+
 
 @lru_cache(maxsize=1024)
 def _policy_args(policy: Policy, cost: float) -> tuple[str, str, str]:
     """The script's capacity, refill_rate and cost arguments: exact (repr) and made once per policy and cost."""
     return repr(policy.capacity), repr(policy.refill_rate), repr(cost)
-
-
-@asynccontextmanager
-async def outages_as_backend_error(deadline: float, what: str) -> AsyncIterator[None]:
-    """Bound the Redis calls inside by ``deadline`` seconds, and turn an outage into BackendError;
-    any other Redis error (a bug in the call) passes through as it is."""
-    try:
-        async with asyncio.timeout(deadline):
-            yield
-    except _REDIS_FAILURES as exc:
-        raise_as_backend_error(exc, what)
-
-
-def raise_as_backend_error(exc: BaseException, what: str) -> NoReturn:
-    """Raise BackendError for an outage (``what`` failed, and why); re-raise anything else as it is."""
-    if not is_unavailable(exc):
-        raise exc
-    message = f"{what}: {type(exc).__name__}: {exc}"
-    raise BackendError(message) from exc
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` means Redis cannot serve now (an outage), rather than a bug in the call."""
-    if isinstance(exc, _UNAVAILABLE):
-        return True
-    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith(_UNAVAILABLE_CODES)

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -27,7 +27,7 @@ SCHEMES = SINGLE_SCHEMES + CLUSTER_SCHEMES + SENTINEL_SCHEMES
 
 RedisClient = aioredis.Redis | RedisCluster
 
-__all__ = ["SCHEMES", "RedisClient", "RedisCluster", "check_url", "client_from_url"]
+__all__ = ["SCHEMES", "RedisClient", "RedisCluster", "check_url", "client_from_url", "redacted", "uses_tls"]
 
 
 def check_url(url: str) -> None:
@@ -43,11 +43,36 @@ def check_url(url: str) -> None:
     hosts = _hosts(parts.netloc)
     if parts.scheme in SINGLE_SCHEMES and len(hosts) != 1:
         raise ValueError("a redis:// URL names one host; use redis+cluster:// or redis+sentinel:// for several")
-    if parts.scheme in SENTINEL_SCHEMES and not parts.path.strip("/"):
-        raise ValueError("a redis+sentinel:// URL needs the service name as its path: /mymaster")
+    if parts.scheme in SENTINEL_SCHEMES:
+        service, _, db = parts.path.strip("/").partition("/")
+        if not service:
+            raise ValueError("a redis+sentinel:// URL needs the service name as its path: /mymaster")
+        _check_db(db)
+    elif parts.scheme in CLUSTER_SCHEMES:
+        if parts.path.strip("/") not in ("", "0"):
+            raise ValueError("a Redis Cluster has database 0 only: no path after the hosts")
+    else:
+        _check_db(parts.path.strip("/"))
     if parts.scheme != "rediss" and "ssl_" in parts.query:
         raise ValueError("ssl_* parameters need a rediss:// URL (TLS with Cluster or Sentinel is not supported yet)")
     parse_url(_single_host_url(url))  # checks the query parameters
+
+
+def _check_db(db: str) -> None:
+    """A URL's database path: empty, or a whole number (redis-py would silently ignore /abc)."""
+    if db and not (db.isascii() and db.isdigit()):
+        message = f"the database must be a whole number such as /0, got /{db}"
+        raise ValueError(message)
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password replaced by ``***``, fit for a log line."""
+    parts = urlsplit(url)
+    credentials, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{hosts}").geturl()
 
 
 def client_from_url(url: str, *, timeout: float, max_connections: int, verify_tls: bool = True) -> RedisClient:
@@ -79,6 +104,12 @@ def client_from_url(url: str, *, timeout: float, max_connections: int, verify_tl
         **options,  # the caller's deadline bounds the wait
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+def uses_tls(client: RedisClient) -> bool:
+    """Whether ``client`` connects with TLS (a one-server or Sentinel client; Cluster TLS is not supported)."""
+    pool = getattr(client, "connection_pool", None)  # a Cluster client has none
+    return pool is not None and issubclass(pool.connection_class, SSLConnection)
 
 
 def _cluster(url: str, options: dict[str, Any], max_connections: int) -> RedisCluster:

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, settings
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.ioloop import IOLoop
 
-from app import ServiceApplication, Settings, make_app
-from limiter import Decision, LimiterMetrics, LocalBackend, Policy, RateLimiter, RedisBackend
 from tests.redis_process import RedisProcess
+from tornado_rate_limiter.app import ServiceApplication, Settings, make_app
+from tornado_rate_limiter.limiter import Decision, LimiterMetrics, LocalBackend, Policy, RateLimiter, RedisBackend
 
 T = TypeVar("T")
 
@@ -122,7 +122,7 @@ def extra_routes() -> list[Any]:
 @pytest.fixture
 def app(service_settings: Settings, service_limiter: RateLimiter, extra_routes: list[Any]) -> ServiceApplication:
     """The real application (pytest-tornado serves it and points `http_client` at it)."""
-    return make_app(service_settings, routes=extra_routes, limiter=service_limiter)
+    return make_app(service_settings, routes=extra_routes, limiter=service_limiter, demo_routes=True)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`python -m app` (or any script) as a real child process on a free port, stopped by its own PID."""
+"""`python -m tornado_rate_limiter` (or any script) as a real child process on a free port, stopped by its own PID."""
 
 from __future__ import annotations
 
@@ -17,12 +17,30 @@ from tests.redis_process import end_process, free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def wait_for_health(process: subprocess.Popen[bytes], url: str, timeout: float) -> None:
+    """Wait until ``url`` answers (any status) while ``process`` runs; RuntimeError if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            message = f"the process exited with {process.returncode}"
+            raise RuntimeError(message)
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.05)
+    message = f"{url} did not answer within {timeout} s"
+    raise RuntimeError(message)
+
+
 class ServiceProcess:
     """One service process; its output goes to a log file that tests can read."""
 
     def __init__(self, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
         self.port = free_port()
-        self.command = command or [sys.executable, "-m", "app"]
+        self.command = command or [sys.executable, "-m", "tornado_rate_limiter"]
         base = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "JWT_SECRET")}
         self.env = {**base, "PORT": str(self.port), "HOST": "127.0.0.1", "PYTHONPATH": str(ROOT), **(env or {})}
         self.log_path = Path(tempfile.mkstemp(prefix="rl-service-", suffix=".log")[1])
@@ -33,22 +51,17 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 15.0) -> ServiceProcess:
-        """Start the process and wait until GET /health answers."""
+        """Start the process and wait until it answers HTTP (GET /health, any status)."""
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                message = f"service exited with {self.process.returncode}: {self.log()}"
-                raise RuntimeError(message)
-            try:
-                urllib.request.urlopen(self.url + "/health", timeout=1).read()
-                return self
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.05)
-        self.stop()
-        message = f"service did not answer /health within {timeout} s: {self.log()}"
-        raise RuntimeError(message)
+        try:
+            wait_for_health(self.process, self.url + "/health", timeout)
+        except RuntimeError as exc:
+            output = self.log()
+            self.stop()
+            message = f"service did not start: {exc}: {output}"
+            raise RuntimeError(message) from None
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

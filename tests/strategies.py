@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from limiter import Policy
+from tornado_rate_limiter.limiter import Policy
 
 # Tiny, ordinary and huge magnitudes, so rounding shows up wherever it can.
 magnitudes = st.one_of(

@@ -12,8 +12,8 @@ import jwt
 import pytest
 from tornado.httpclient import HTTPResponse
 
-from app import Settings
 from tests.conftest import JWT_SECRET
+from tornado_rate_limiter.app import Settings
 
 Fetch = Callable[..., Awaitable[HTTPResponse]]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from limiter import Policy
 from tests.conftest import BackendDriver
+from tornado_rate_limiter.limiter import Policy
 
 POLICY = Policy(capacity=5, refill_rate=1.0, name="shared")
 T0 = 1_764_000_000.0

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from limiter import BreakerConfig, BreakerState, CircuitBreaker, CircuitOpenError
-from limiter.breaker import Permit
+from tornado_rate_limiter.limiter import BreakerConfig, BreakerState, CircuitBreaker, CircuitOpenError
+from tornado_rate_limiter.limiter.breaker import Permit
 
 CONFIG = BreakerConfig(consecutive_failures=3, cooldown=2.0, max_cooldown=8.0, jitter=0.0, probe_timeout=5.0)
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from limiter import Policy
-from limiter.bucket import BucketState, decide, refill, take, validate_cost, validate_now
+from tornado_rate_limiter.limiter import Policy
+from tornado_rate_limiter.limiter.bucket import BucketState, decide, refill, take, validate_cost, validate_now
 
 
 class TestPolicy:

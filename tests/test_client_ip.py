@@ -6,9 +6,15 @@ import ipaddress
 
 import pytest
 
-from handlers import RateLimitConfig
-from handlers.client_ip import ClientAddressResolver, client_label, forwarded_for, parse_address, x_forwarded_for
-from limiter import LocalBackend, RateLimiter
+from tornado_rate_limiter.handlers import RateLimitConfig
+from tornado_rate_limiter.handlers.client_ip import (
+    ClientAddressResolver,
+    client_label,
+    forwarded_for,
+    parse_address,
+    x_forwarded_for,
+)
+from tornado_rate_limiter.limiter import LocalBackend, RateLimiter
 
 
 def label(text: str, prefix: int = 64) -> str | None:

@@ -11,10 +11,12 @@ import pytest
 from hypothesis import given, settings
 from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
-from limiter import BackendError, LocalBackend, Policy, RateLimiter, RedisBackend
-from limiter.auto_pipeline import MAX_BATCH
 from tests.redis_topologies import RedisCluster
 from tests.strategies import Request, scenarios
+from tornado_rate_limiter.limiter import BackendError, LocalBackend, Policy, RateLimiter, RedisBackend
+from tornado_rate_limiter.limiter.auto_pipeline import MAX_BATCH
+
+pytestmark = pytest.mark.process  # real service processes or Redis topologies: slow
 
 POLICY = Policy(5, 0.5, name="cluster")
 

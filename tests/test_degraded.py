@@ -9,9 +9,9 @@ import pytest
 from tornado.httpclient import HTTPResponse
 from tornado.ioloop import IOLoop
 
-from limiter import LimiterMetrics, RateLimiter, RedisBackend
 from tests.redis_process import free_port
 from tests.test_service import metric
+from tornado_rate_limiter.limiter import LimiterMetrics, RateLimiter, RedisBackend
 
 Fetch = Callable[..., Awaitable[HTTPResponse]]
 

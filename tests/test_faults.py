@@ -1,4 +1,4 @@
-"""Fault tests: a real `python -m app` under concurrent load while its real redis-server is killed,
+"""Fault tests: a real `python -m tornado_rate_limiter` under concurrent load while its real redis-server is killed,
 frozen, restarted or made to refuse; what the clients saw is measured, not assumed."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.load import Load, Sample
 from tests.redis_process import RedisProcess
 from tests.service_process import ServiceProcess
+
+pytestmark = pytest.mark.process  # real service processes or Redis topologies: slow
 
 TIMEOUT = 0.05  # RATE_LIMIT_REDIS_TIMEOUT of the service under test
 COOLDOWN = 1.0  # RATE_LIMIT_BREAKER_COOLDOWN (and its cap): at most 1.2 s with jitter

@@ -1,4 +1,4 @@
-"""One limit for a fleet: several `python -m app` processes share one Redis (or Cluster) and admit,
+"""One limit for a fleet: several `python -m tornado_rate_limiter` processes share one Redis (or Cluster) and admit,
 together, exactly what one bucket allows, even when their clocks disagree."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tests.service_process import ROOT, ServiceProcess
 CAPACITY, REFILL_RATE = 20, 10.0
 PROCESSES, CLIENTS_EACH, SECONDS = 3, 4, 4.0
 SKEW = 300.0  # seconds one process's clock is ahead
+pytestmark = pytest.mark.process  # real service processes or Redis topologies: slow
 
 # Imported at start by a process whose PYTHONPATH holds it: shifts time.time for the whole process.
 SKEWED_CLOCK = f"""

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app import Settings, make_app
 from tests.conftest import JWT_SECRET
 from tests.redis_process import free_port
+from tornado_rate_limiter.app import Settings, make_app
 
 # Pieces of addresses and header syntax, glued together in any order: near misses of valid values.
 FRAGMENTS = [
@@ -83,7 +83,7 @@ def server_port(request: pytest.FixtureRequest) -> Iterator[int]:
                 "JWT_SECRET": JWT_SECRET,
             }
             settings = Settings.from_env(env)
-            make_app(settings).listen(port, "127.0.0.1")
+            make_app(settings, demo_routes=True).listen(port, "127.0.0.1")
             holder["loop"] = asyncio.get_running_loop()
             ready.set()
             await asyncio.Event().wait()

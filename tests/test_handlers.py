@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 import pytest
 from tornado.httpclient import HTTPResponse
 
-from handlers import Identity, RateLimitedHandler
-from limiter import Policy
 from tests.test_auth import bearer, token
+from tornado_rate_limiter.handlers import Identity, RateLimitedHandler
+from tornado_rate_limiter.limiter import Policy
 
 Fetch = Callable[..., Awaitable[HTTPResponse]]
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from handlers.headers import next_token_after, quota_exceeded_problem, rate_limit_headers, retry_after_seconds
-from limiter import Decision, Policy
+from tornado_rate_limiter.handlers.headers import (
+    next_token_after,
+    quota_exceeded_problem,
+    rate_limit_headers,
+    retry_after_seconds,
+)
+from tornado_rate_limiter.limiter import Decision, Policy
 
 POLICY = Policy(capacity=10, refill_rate=0.5, name="api")
 

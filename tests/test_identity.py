@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handlers.identity import IP, USER, Identity
-from limiter import Policy, RedisBackend
+from tornado_rate_limiter.handlers.identity import IP, USER, Identity
+from tornado_rate_limiter.limiter import Policy, RedisBackend
 
 SERVICE_POLICIES = [Policy(1, 1, name="ip"), Policy(1, 1, name="user")]
 AWKWARD_IDS = st.one_of(

@@ -9,9 +9,17 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from limiter import BreakerConfig, BreakerState, CircuitBreaker, LimiterMetrics, Policy, RateLimiter, RedisBackend
-from limiter.redis import is_unavailable
 from tests.redis_process import RedisProcess
+from tornado_rate_limiter.limiter import (
+    BreakerConfig,
+    BreakerState,
+    CircuitBreaker,
+    LimiterMetrics,
+    Policy,
+    RateLimiter,
+    RedisBackend,
+)
+from tornado_rate_limiter.limiter.redis_outages import is_unavailable
 
 POLICY = Policy(capacity=10, refill_rate=0.01, name="lim")
 FAST_BREAKER = BreakerConfig(consecutive_failures=3, cooldown=0.2, max_cooldown=0.2, jitter=0.0)

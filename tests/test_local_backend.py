@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from limiter import LocalBackend, Policy
+from tornado_rate_limiter.limiter import LocalBackend, Policy
 
 POLICY = Policy(capacity=10, refill_rate=1.0, name="local")
 T0 = 1_764_000_000.0

@@ -9,13 +9,13 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from limiter import BreakerState, CircuitBreaker, LimiterMetrics, Policy, RateLimiter, RedisBackend
-from limiter.bucket import BucketState
-from limiter.over_limit import OverLimitCache
 from tests.conftest import BackendDriver
 from tests.redis_process import RedisProcess
 from tests.strategies import costs, policies
 from tests.test_limiter import FAST_BREAKER
+from tornado_rate_limiter.limiter import BreakerState, CircuitBreaker, LimiterMetrics, Policy, RateLimiter, RedisBackend
+from tornado_rate_limiter.limiter.bucket import BucketState
+from tornado_rate_limiter.limiter.over_limit import OverLimitCache
 
 T0 = 1_764_000_000.0
 

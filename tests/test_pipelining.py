@@ -8,9 +8,9 @@ import math
 import pytest
 from redis.exceptions import ResponseError
 
-from limiter import BackendError, LocalBackend, Policy, RedisBackend
-from limiter.auto_pipeline import MAX_BATCH
 from tests.redis_process import RedisProcess
+from tornado_rate_limiter.limiter import BackendError, LocalBackend, Policy, RedisBackend
+from tornado_rate_limiter.limiter.auto_pipeline import MAX_BATCH
 
 T0 = 1_764_000_000.0
 

@@ -1,4 +1,4 @@
-"""`python -m app` as a platform runs it: environment in, $PORT bound, clean exit on SIGTERM."""
+"""`python -m tornado_rate_limiter` as a platform runs it: environment in, $PORT bound, clean exit on SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import pytest
 
 from tests.redis_process import RedisProcess
 from tests.service_process import ROOT, ServiceProcess
+
+pytestmark = pytest.mark.process  # real service processes or Redis topologies: slow
 
 
 def get_json(url: str) -> dict[str, object]:
@@ -58,7 +60,7 @@ class TestStart:
     def test_an_invalid_setting_exits_2_with_one_line_naming_it(self, name: str, value: str) -> None:
         """A bad value stops the process at start: exit code 2 and one line that names the variable."""
         result = subprocess.run(
-            [sys.executable, "-m", "app"],
+            [sys.executable, "-m", "tornado_rate_limiter"],
             env={"PATH": "/usr/bin:/bin", name: value, "PYTHONPATH": str(ROOT)},
             capture_output=True,
             text=True,

@@ -9,10 +9,10 @@ from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from limiter import Decision, Policy, RedisBackend
 from tests.conftest import BackendDriver, close_driver, make_driver
 from tests.redis_process import RedisProcess
 from tests.strategies import MAX_CLOCK_SETBACK, Request, costs, next_times, policies, scenarios, start_times
+from tornado_rate_limiter.limiter import Decision, Policy, RedisBackend
 
 # Floating-point slack for sums over many requests: far below one token of any tested policy's scale.
 RELATIVE_TOLERANCE = 1e-9

@@ -31,6 +31,9 @@ def get(url: str) -> tuple[int, Message, bytes]:
         return error.code, error.headers, error.read()
 
 
+LIBRARY_EXAMPLE = next(block for block in PYTHON_BLOCKS if "# or LocalBackend()" in block)
+
+
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[f"block{i}" for i in range(len(PYTHON_BLOCKS))])
 def test_python_example_runs(block: str, redis_server: RedisProcess, capsys: pytest.CaptureFixture[str]) -> None:
     """Each python block runs without error; the library example prints a real backend's decision."""
@@ -38,6 +41,14 @@ def test_python_example_runs(block: str, redis_server: RedisProcess, capsys: pyt
     exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
     if "print(" in code:
         assert capsys.readouterr().out == "True 99.0 0.0 0.1 100.0\n"
+
+
+def test_library_example_runs_as_its_comment_says_on_the_local_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    """Switched to LocalBackend() as its comment suggests, the library example runs and decides alike."""
+    code = LIBRARY_EXAMPLE.replace('RedisBackend.from_url("redis://localhost:6379/0")', "LocalBackend()")
+    assert code != LIBRARY_EXAMPLE
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
+    assert capsys.readouterr().out == "True 99.0 0.0 0.1 100.0\n"
 
 
 @pytest.fixture
@@ -50,6 +61,7 @@ def subclass_service(tmp_path: Path) -> Iterator[ServiceProcess]:
     service.stop()
 
 
+@pytest.mark.process
 def test_subclass_example_limits_searches(subclass_service: ServiceProcess) -> None:
     """/search answers with the query; 10 tokens: 1 plain search, 1 bulk (5), then a bulk is denied."""
     status, headers, body = get(subclass_service.url + "/search?q=tornado")
@@ -69,6 +81,7 @@ def default_service() -> Iterator[ServiceProcess]:
     service.stop()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("flags", "path", "shown"), CURL_SESSIONS, ids=[path for _, path, _ in CURL_SESSIONS])
 def test_curl_sessions_show_what_the_service_answers(
     default_service: ServiceProcess, flags: str, path: str, shown: str

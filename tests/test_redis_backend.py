@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from limiter import BackendError, LocalBackend, Policy, RedisBackend
-from limiter.redis import TOKEN_BUCKET_SHA
 from tests.conftest import BackendDriver
 from tests.redis_process import RedisProcess, free_port
+from tornado_rate_limiter.limiter import BackendError, LocalBackend, Policy, RedisBackend
+from tornado_rate_limiter.limiter.redis import TOKEN_BUCKET_SHA
 
 POLICY = Policy(capacity=5, refill_rate=0.5, name="redis")
 T0 = 1_764_000_000.0

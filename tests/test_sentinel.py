@@ -9,10 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from limiter import Policy, RedisBackend
 from tests.load import Load, Sample
 from tests.redis_topologies import SentinelSetup
 from tests.service_process import ServiceProcess
+from tornado_rate_limiter.limiter import Policy, RedisBackend
+
+pytestmark = pytest.mark.process  # real service processes or Redis topologies: slow
 
 
 @pytest.fixture

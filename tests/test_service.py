@@ -11,10 +11,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import HTTPResponse
 
-from app import Settings
-from handlers import RateLimitedHandler
-from handlers.headers import QUOTA_EXCEEDED
-from limiter import RateLimiter
+from tornado_rate_limiter.app import Settings
+from tornado_rate_limiter.handlers import RateLimitedHandler
+from tornado_rate_limiter.handlers.headers import QUOTA_EXCEEDED
+from tornado_rate_limiter.limiter import RateLimiter
 
 Fetch = Callable[..., Awaitable[HTTPResponse]]
 

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from app import Settings, SettingsError
+from tornado_rate_limiter.app import Settings, SettingsError
 
 
 class TestFromEnv:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from app import Settings
-from limiter import BackendError, Policy, RedisBackend
 from tests.redis_process import RedisProcess
 from tests.service_process import ServiceProcess
+from tornado_rate_limiter.app import Settings
+from tornado_rate_limiter.limiter import BackendError, Policy, RedisBackend
 
 POLICY = Policy(5, 1.0, name="tls")
 
@@ -89,6 +89,7 @@ class TestSettings:
         env = {"REDIS_URL": "redis://plain:6379", "REDIS_TLS_URL": "rediss://secure:6380"}
         assert Settings.from_env(env).redis_url == "rediss://secure:6380"
 
+    @pytest.mark.process
     def test_the_service_runs_on_a_self_signed_tls_redis(self, tls_redis: RedisProcess) -> None:
         """REDIS_TLS_URL + REDIS_TLS_VERIFY=false: the service decides in Redis, not degraded."""
         env = {"REDIS_TLS_URL": tls_redis.url, "REDIS_URL": "redis://127.0.0.1:1/0", "REDIS_TLS_VERIFY": "false"}

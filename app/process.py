@@ -1,0 +1,79 @@
+"""The service as a Heroku-style process: binds $PORT, serves, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import gc
+import logging
+import signal
+import socket
+import time
+
+import tornado.httpserver
+import tornado.netutil
+
+from tornado_rate_limiter.app.service import ServiceApplication, make_app
+from tornado_rate_limiter.app.settings import Settings
+from tornado_rate_limiter.handlers import SETTINGS_KEY
+
+log = logging.getLogger("tornado_rate_limiter")
+# A platform sends SIGKILL 30 s after SIGTERM: requests in flight get this long, the rest is margin.
+DRAIN_SECONDS = 10.0
+MAX_BODY_BYTES = 1024 * 1024
+
+
+async def drain(application: ServiceApplication, deadline: float) -> None:
+    """Wait until no request is in flight, or until ``deadline`` (time.monotonic())."""
+    while application.in_flight > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    if application.in_flight > 0:
+        log.warning("stopping with %d request(s) still in flight", application.in_flight)
+
+
+class ListenError(Exception):
+    """The service cannot listen where its settings say; the message names the setting and what is valid."""
+
+
+def bind(settings: Settings) -> list[socket.socket]:
+    """The listening sockets for HOST and PORT, or ListenError saying in one line why there are none."""
+    host, port = settings.host, settings.port
+    try:
+        return tornado.netutil.bind_sockets(port, host)
+    except socket.gaierror as exc:
+        message = f"HOST={host!r} is not valid: no address of this machine has that name ({exc.strerror})"
+        raise ListenError(message) from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            message = f"PORT={port} is not usable: another process already listens on {host}:{port}"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            message = f"HOST={host!r} is not valid: it is not an address of this machine (try 0.0.0.0)"
+        elif exc.errno == errno.EACCES:
+            message = f"PORT={port} is not usable: binding a port below 1024 needs privileges (try 8080)"
+        else:
+            message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        raise ListenError(message) from None
+
+
+async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
+    """Serve on ``sockets`` until SIGTERM or SIGINT; then stop accepting, finish requests in flight, close Redis."""
+    application = make_app(settings, demo_routes=True)
+    limiter = application.settings[SETTINGS_KEY].limiter
+    await limiter.connect()
+    # What exists now (modules, the app, the clients) lives as long as the process: out of the garbage
+    # collector's sight, the collections that requests trigger have less to walk (-2 to 3 us a request).
+    gc.freeze()
+    server = tornado.httpserver.HTTPServer(application, max_body_size=MAX_BODY_BYTES)
+    server.add_sockets(sockets)
+    log.info("listening on %s:%d", settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping: no new connections; finishing %d request(s) in flight", application.in_flight)
+    server.stop()
+    await drain(application, time.monotonic() + DRAIN_SECONDS)
+    await server.close_all_connections()
+    await limiter.close()
+    log.info("stopped")

@@ -1,0 +1,10 @@
+"""`python -m tornado_rate_limiter`: the service's command line (see ``--help``)."""
+
+from __future__ import annotations
+
+import sys
+
+from tornado_rate_limiter.app.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
