@@ -223,7 +223,7 @@ class Settings:
             try:
                 Policy(capacity, refill_rate)
             except ValueError as exc:
-                message = f"{names} are not valid together: {exc}"
+                message = f"{names} are not valid together: {exc} (expected a larger refill rate)"
                 raise SettingsError(message) from None
         if self.breaker_max_cooldown < self.breaker_cooldown:
             message = (

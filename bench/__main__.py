@@ -1,8 +1,9 @@
-"""`python -m bench [--quick] [--only library|http|memory|profile] [--output docs/BENCHMARKS.md]`
+"""`python -m bench [--quick] [--only library|http|memory|profile] [--output PATH]`
 
 Runs the measurements, each bounded in time, against one redis-server of its own (a free port, no
 persistence, stopped by its PID at the end); writes the figures as JSON (benchmarks.json next to the
-output) and the report rendered from them.
+output) and the report rendered from them. Only a full run writes the committed docs/BENCHMARKS.md by
+default; --quick and --only write under build/bench/, so a short run never replaces the published figures.
 """
 
 from __future__ import annotations
@@ -72,12 +73,24 @@ def measure(sections: list[str], settings: dict[str, Any], started: float) -> di
     return results
 
 
+PUBLISHED = Path("docs/BENCHMARKS.md")
+SCRATCH = Path("build/bench/BENCHMARKS.md")
+
+
+def default_output(quick: bool, only: str | None) -> Path:
+    """Where the report goes unless --output says: the published page for a full run only."""
+    return SCRATCH if quick or only else PUBLISHED
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmarks: writes docs/BENCHMARKS.md.")
     parser.add_argument("--quick", action="store_true", help="short runs and 100,000 keys, for development")
     parser.add_argument("--only", choices=SECTIONS, help="run one section")
-    parser.add_argument("--output", type=Path, default=Path("docs/BENCHMARKS.md"), help="the report to write")
+    parser.add_argument(
+        "--output", type=Path, help=f"the report to write (default: {PUBLISHED} for a full run, else {SCRATCH})"
+    )
     arguments = parser.parse_args(argv)
+    output: Path = arguments.output or default_output(arguments.quick, arguments.only)
     sections = [arguments.only] if arguments.only else SECTIONS
     settings = {**(QUICK if arguments.quick else FULL), "quick": arguments.quick}
     settings.update(keys=len(library.KEYS), callers=library.CALLERS)
@@ -94,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = {"meta": meta, **results}
 
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    figures = arguments.output.with_name("benchmarks.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figures = output.with_name("benchmarks.json")
     figures.write_text(json.dumps(results, indent=2) + "\n")
-    arguments.output.write_text(report.render(results))
-    log(started, f"wrote {arguments.output} and {figures}")
+    output.write_text(report.render(results))
+    log(started, f"wrote {output} and {figures}")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tornado_rate_limiter.handlers.headers import (
     next_token_after,
     quota_exceeded_problem,
@@ -50,3 +52,21 @@ class TestHeaders:
         problem = quota_exceeded_problem(POLICY, decision(False, 0.2, retry_after=1.6))
         assert problem["retry_after"] == 2 and problem["violated-policies"] == ["api"]
         assert problem["type"].endswith("#quota-exceeded") and problem["status"] == 429
+
+    def test_the_slowest_policy_allowed_still_gives_whole_numbers(self) -> None:
+        """A refill rate near the smallest a Policy accepts gives finite, whole header values: a smaller one
+        is refused when the Policy is made (1e-320 per second once answered every request with a 500)."""
+        slow = Policy(capacity=60, refill_rate=1e-300, name="slow")
+        headers = rate_limit_headers(slow, Decision(True, 59.0, 0.0, 1e300, 60.0))
+        assert headers["RateLimit-Policy"].startswith('"slow";q=60;w=6') and headers["X-RateLimit-Reset"].isdigit()
+        problem = quota_exceeded_problem(slow, Decision(False, 0.5, 5e299, 6e301, 60.0))
+        assert isinstance(problem["retry_after"], int)
+
+
+class TestPolicyBounds:
+    def test_a_refill_rate_too_small_for_the_capacity_is_refused(self) -> None:
+        """Policy(60, 1e-320): ValueError naming refill_rate, not an OverflowError at the first request."""
+        with pytest.raises(ValueError, match="refill_rate"):
+            Policy(capacity=60, refill_rate=1e-320)
+        with pytest.raises(ValueError, match="refill_rate"):
+            Policy(capacity=1e-3, refill_rate=1e-310)  # the bucket fills, but one token never does

@@ -238,6 +238,14 @@ class TestWhatCountsAsAnOutage:
             (redis.exceptions.DataError("bad argument"), False),
             (TimeoutError(), True),
             (ConnectionResetError(), True),
+            # Configured so that the script can never run: nothing a retry of the same call would change.
+            (redis.exceptions.ResponseError("The user executing the script can't run this command"), True),
+            (redis.exceptions.NoPermissionError("this user has no permissions to run the 'evalsha' command"), True),
+            (redis.exceptions.ResponseError("unknown command 'EVALSHA', with args beginning with: "), True),
+            (redis.exceptions.ResponseError("DB index is out of range"), True),
+            (redis.exceptions.InvalidResponse('Protocol error, got "H" as reply type byte'), True),
+            (redis.exceptions.RedisClusterException("Redis Cluster cannot be connected. Please provide..."), True),
+            (redis.exceptions.RedisClusterException("ERROR: Calling pipelined function evalsha is blocked"), False),
         ],
     )
     def test_classification(self, error: Exception, outage: bool) -> None:

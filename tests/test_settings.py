@@ -89,8 +89,16 @@ class TestFromEnv:
             ("REDIS_URL", "redis+sentinel://s:26379/mymaster?ssl_cert_reqs=none"),
             ("REDIS_URL", "redis://cache:99999"),
             ("REDIS_URL", "redis://cache:6379?socket_timeout=soon"),
+            ("REDIS_URL", "redis://cache:6379/abc"),  # redis-py would ignore it and use DB 0
+            ("REDIS_URL", "redis+cluster://a:1,b:2/3"),
             ("RATE_LIMIT_FALLBACK_SHARE", "0"),
             ("RATE_LIMIT_FALLBACK_SHARE", "1.5"),
+            ("RATE_LIMIT_FALLBACK_SHARE", "1/0"),
+            ("RATE_LIMIT_FALLBACK_SHARE", "2/1"),
+            ("RATE_LIMIT_FALLBACK_SHARE", "one/4"),
+            # valid alone, yet the bucket would take forever to refill: the headers' maths would overflow
+            ("RATE_LIMIT_REFILL_RATE", "1e-320"),
+            ("RATE_LIMIT_USER_REFILL_RATE", "1e-320"),
             ("RATE_LIMIT_REDIS_TIMEOUT", "-1"),
             ("RATE_LIMIT_BREAKER_FAILURES", "0"),
             ("RATE_LIMIT_BREAKER_COOLDOWN", "soon"),
@@ -103,6 +111,11 @@ class TestFromEnv:
         with pytest.raises(SettingsError, match=name) as raised:
             Settings.from_env({name: value})
         assert "expected" in str(raised.value)
+
+    @pytest.mark.parametrize(("value", "share"), [("1/4", 0.25), (" 1 / 3 ", 1 / 3), ("0.5", 0.5), ("1", 1.0)])
+    def test_the_fallback_share_is_a_decimal_or_a_fraction(self, value: str, share: float) -> None:
+        """RATE_LIMIT_FALLBACK_SHARE=1/N, as the settings table says to write it, is the share 1/N."""
+        assert Settings.from_env({"RATE_LIMIT_FALLBACK_SHARE": value}).fallback_share == share
 
     def test_a_bad_secret_is_not_echoed(self) -> None:
         """The error for a short JWT_SECRET does not print the secret."""

@@ -1,0 +1,114 @@
+"""The library path: RateLimitedHandler subclasses in a plain tornado.web.Application of the user's own,
+one setting (``rate_limit``) to add, a clear error without it, and one backend protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+import pytest
+import tornado.web
+from tornado.httpclient import HTTPResponse
+
+from tests.redis_process import RedisProcess
+from tornado_rate_limiter import (
+    LocalBackend,
+    Policy,
+    RateLimitConfig,
+    RateLimitedHandler,
+    RedisBackend,
+    Settings,
+    make_app,
+    make_rate_limit_config,
+)
+from tornado_rate_limiter.limiter import Backend
+
+Fetch = Callable[..., Awaitable[HTTPResponse]]
+
+
+class SearchHandler(RateLimitedHandler):
+    def get(self) -> None:
+        self.write({"query": self.get_argument("q", "")})
+
+
+class TestPlainApplication:
+    @pytest.fixture
+    def app(self) -> tornado.web.Application:
+        config = RateLimitConfig(policies={"ip": Policy(2, 0.001, name="search")})
+        return tornado.web.Application([(r"/search", SearchHandler)], rate_limit=config)
+
+    @pytest.mark.gen_test
+    async def test_the_handler_is_limited_with_one_setting(self, fetch: Fetch) -> None:
+        """A plain Application with rate_limit=RateLimitConfig(...): 2 tokens, then a 429 with its headers."""
+        first = await fetch("/search?q=a")
+        assert first.code == 200 and json.loads(first.body) == {"query": "a"}
+        assert first.headers["RateLimit-Policy"] == '"search";q=2;w=2000'
+        assert (await fetch("/search")).code == 200
+        denied = await fetch("/search")
+        assert denied.code == 429 and json.loads(denied.body)["violated-policies"] == ["search"]
+
+
+class TestWithoutTheSetting:
+    @pytest.fixture
+    def app(self) -> tornado.web.Application:
+        return tornado.web.Application([(r"/search", SearchHandler)])
+
+    @pytest.mark.gen_test
+    async def test_the_first_request_fails_with_a_message_naming_what_to_add(
+        self, fetch: Fetch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """No rate_limit setting: a 500 problem body (no stack trace) and a log naming the setting to add."""
+        with caplog.at_level(logging.ERROR, logger="tornado.application"):
+            response = await fetch("/search")
+        assert response.code == 500 and json.loads(response.body)["status"] == 500
+        assert b"Traceback" not in response.body
+        assert "RateLimitNotConfigured" in caplog.text
+        assert "SearchHandler needs a RateLimitConfig" in caplog.text
+        assert "tornado.web.Application(routes, rate_limit=RateLimitConfig(...))" in caplog.text
+        assert "KeyError" not in caplog.text
+
+
+class TestConfigFromSettings:
+    @pytest.fixture
+    def app(self) -> tornado.web.Application:
+        settings = Settings(ip_capacity=3, ip_refill_rate=0.01)
+        return tornado.web.Application([(r"/search", SearchHandler)], rate_limit=make_rate_limit_config(settings))
+
+    @pytest.mark.gen_test
+    async def test_the_policies_are_the_settings(self, fetch: Fetch) -> None:
+        """make_rate_limit_config(settings) gives the service's ip policy from the settings."""
+        response = await fetch("/search")
+        assert response.headers["RateLimit-Policy"] == '"ip";q=3;w=300'
+
+
+class TestMakeApp:
+    @pytest.fixture
+    def app(self) -> tornado.web.Application:
+        return make_app(Settings(), routes=[(r"/search", SearchHandler)])
+
+    @pytest.mark.gen_test
+    @pytest.mark.parametrize(
+        ("path", "status"), [("/api/echo", 404), ("/api/whoami", 404), ("/health", 200), ("/search", 200)]
+    )
+    async def test_demo_routes_only_when_asked(self, fetch: Fetch, path: str, status: int) -> None:
+        """make_app mounts /health, /metrics and the user's routes; the demo routes need demo_routes=True."""
+        assert (await fetch(path)).code == status
+
+
+class TestBackendProtocol:
+    @pytest.mark.parametrize("kind", ["local", "redis"])
+    def test_both_backends_connect_decide_and_close_alike(self, kind: str, redis_server: RedisProcess) -> None:
+        """The same code runs on either backend: Backend protocol, connect, acquire and async with."""
+
+        async def scenario() -> tuple[bool, float]:
+            backend = LocalBackend() if kind == "local" else RedisBackend.from_url(redis_server.url, timeout=2.0)
+            assert isinstance(backend, Backend)
+            async with backend:
+                await backend.connect()
+                decision = await backend.acquire(f"protocol-{kind}", Policy(5, 1.0, name="protocol"))
+            return decision.allowed, decision.remaining
+
+        allowed, remaining = asyncio.run(scenario())
+        assert allowed and remaining == 4.0
