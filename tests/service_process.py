@@ -10,11 +10,21 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from email.message import Message
 from pathlib import Path
 
 from tests.redis_process import end_process, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def http_get(url: str) -> tuple[int, Message, bytes]:
+    """Status, headers (looked up case-insensitively) and body, for error statuses too."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
 
 
 def wait_for_health(process: subprocess.Popen[bytes], url: str, timeout: float) -> None:

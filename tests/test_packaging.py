@@ -11,11 +11,8 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Iterator
-from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -23,6 +20,7 @@ import tornado
 
 import tornado_rate_limiter
 from tests.redis_process import RedisProcess, free_port
+from tests.service_process import http_get as get
 from tests.service_process import wait_for_health
 from tornado_rate_limiter.limiter.redis import TOKEN_BUCKET_SHA
 
@@ -128,15 +126,6 @@ def clean_environment() -> dict[str, str]:
         for key, value in os.environ.items()
         if key not in ("PYTHONPATH", "REDIS_URL", "REDIS_TLS_URL", "PORT", "HOST", "JWT_SECRET")
     }
-
-
-def get(url: str) -> tuple[int, Message, bytes]:
-    """Status, headers (looked up case-insensitively) and body, for error statuses too."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read()
 
 
 class TestWheel:

@@ -4,31 +4,21 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from email.message import Message
 from pathlib import Path
 
 import pytest
 
-from tests.redis_process import RedisProcess
+from tests.redis_process import RedisProcess, free_port
 from tests.service_process import ROOT, ServiceProcess
+from tests.service_process import http_get as get
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
 SUBCLASS_EXAMPLE = next(block for block in PYTHON_BLOCKS if "RateLimitedHandler" in block)
 CURL_SESSIONS = re.findall(r"```sh\n\$ curl (-s|-si) localhost:8080(\S+)\n(.*?)```", README, flags=re.DOTALL)
-
-
-def get(url: str) -> tuple[int, Message, bytes]:
-    """Status, headers (looked up case-insensitively) and body, for error statuses too."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read()
 
 
 LIBRARY_EXAMPLE = next(block for block in PYTHON_BLOCKS if "# or LocalBackend()" in block)
@@ -101,3 +91,39 @@ def test_curl_sessions_show_what_the_service_answers(
 def test_readme_shows_curl_sessions_and_python() -> None:
     """The README keeps examples for the tests above to run."""
     assert len(CURL_SESSIONS) >= 2 and len(PYTHON_BLOCKS) >= 2
+
+
+CHECK_SESSION = re.search(r"```console\n\$ REDIS_URL=(\S+) tornado-rate-limiter --check\n(.*?)```", README, re.DOTALL)
+
+
+@pytest.mark.process
+def test_check_session_shows_what_check_prints() -> None:
+    """The README's `--check` session, against a real Redis that wants a password: the same lines
+    (its port and the free one listened on aside; `(...)` stands for the server's own words)."""
+    assert CHECK_SESSION is not None
+    url, shown = CHECK_SESSION.groups()
+    server = RedisProcess().start()
+    server.client().execute_command("ACL", "SETUSER", "app", "on", ">right", "~*", "+@all")
+    port = str(free_port())
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "tornado_rate_limiter", "--check"],
+            env={
+                "PATH": "/usr/bin:/bin",
+                "PYTHONPATH": str(ROOT),
+                "PORT": port,
+                "REDIS_URL": url.replace("6379", str(server.port)),
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
+    finally:
+        server.stop()
+    expected = shown.replace("6379", str(server.port)).replace(":8080", f":{port}").strip().splitlines()
+    error = [line for line in result.stderr.splitlines() if line.startswith("configuration error")]
+    assert result.returncode == 2
+    assert result.stdout.strip().splitlines() == expected[:-1]
+    pattern = re.escape(expected[-1]).replace(re.escape("(...)"), r"\(.+\)")
+    assert len(error) == 1 and re.fullmatch(pattern, error[0]), result.stderr
