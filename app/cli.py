@@ -51,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="validate the settings, the address and the Redis connection, print what would run, and exit",
     )
     options = arguments.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # --check prints a report of its own: only warnings and errors of the log belong in it.
+    level = logging.WARNING if options.check else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -77,7 +79,7 @@ async def check(settings: Settings) -> int:
     except ListenError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return CONFIGURATION_ERROR
-    print(f"listen     {settings.host}:{settings.port}")
+    print(f"listen     {settings.address}")
     print(f"policies   {describe_policy(settings.ip_policy)}; {describe_policy(settings.user_policy)}")
     if settings.redis_url is None:
         print("backend    local: limits in this process's memory (REDIS_URL is not set)")

@@ -45,13 +45,13 @@ def bind(settings: Settings) -> list[socket.socket]:
         raise ListenError(message) from None
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            message = f"PORT={port} is not usable: another process already listens on {host}:{port}"
+            message = f"PORT={port} is not usable: another process already listens on {settings.address}"
         elif exc.errno == errno.EADDRNOTAVAIL:
             message = f"HOST={host!r} is not valid: it is not an address of this machine (try 0.0.0.0)"
         elif exc.errno == errno.EACCES:
             message = f"PORT={port} is not usable: binding a port below 1024 needs privileges (try 8080)"
         else:
-            message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            message = f"cannot listen on {settings.address}: {exc.strerror or exc}"
         raise ListenError(message) from None
 
 
@@ -65,7 +65,7 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     gc.freeze()
     server = tornado.httpserver.HTTPServer(application, max_body_size=MAX_BODY_BYTES)
     server.add_sockets(sockets)
-    log.info("listening on %s:%d", settings.host, settings.port)
+    log.info("listening on %s", settings.address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from tornado_rate_limiter.limiter import Policy
 from tornado_rate_limiter.limiter.breaker import BreakerConfig
+from tornado_rate_limiter.limiter.limiter import MIN_FALLBACK_SHARE
 from tornado_rate_limiter.limiter.redis_url import check_url
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -66,8 +67,8 @@ def _share(environ: Mapping[str, str], name: str, default: float) -> float:
         value = float(numerator) / float(denominator) if slash else float(raw)
     except (ValueError, ZeroDivisionError):
         value = math.nan
-    if not (math.isfinite(value) and 0 < value <= 1):
-        raise _fail(name, raw, "a share greater than 0 and at most 1, such as 0.25 or 1/4")
+    if not (math.isfinite(value) and MIN_FALLBACK_SHARE <= value <= 1):
+        raise _fail(name, raw, f"a share from {MIN_FALLBACK_SHARE:g} to 1, such as 0.25 or 1/4")
     return value
 
 
@@ -186,7 +187,7 @@ class Settings:
         """Read and check every variable; raises SettingsError naming the first bad one."""
         return cls(
             port=_integer(environ, "PORT", cls.port, 1, 65535),
-            host=_raw(environ, "HOST") or cls.host,
+            host=(_raw(environ, "HOST") or cls.host).removeprefix("[").removesuffix("]"),  # [::1] is ::1
             redis_url=_redis_url(environ),
             redis_tls_verify=_boolean(environ, "REDIS_TLS_VERIFY", cls.redis_tls_verify),
             ip_capacity=_integer(environ, "RATE_LIMIT_CAPACITY", cls.ip_capacity, 1, 10**9),
@@ -216,9 +217,16 @@ class Settings:
         if self.access_log not in ACCESS_LOG_CHOICES:
             message = f"ACCESS_LOG={self.access_log!r} is not valid: expected {' or '.join(ACCESS_LOG_CHOICES)}"
             raise SettingsError(message)
+        share = self.fallback_share
         for capacity, refill_rate, names in (
             (self.ip_capacity, self.ip_refill_rate, "RATE_LIMIT_CAPACITY and RATE_LIMIT_REFILL_RATE"),
             (self.user_capacity, self.user_refill_rate, "RATE_LIMIT_USER_CAPACITY and RATE_LIMIT_USER_REFILL_RATE"),
+            (self.ip_capacity * share, self.ip_refill_rate * share, "RATE_LIMIT_FALLBACK_SHARE and the ip policy"),
+            (
+                self.user_capacity * share,
+                self.user_refill_rate * share,
+                "RATE_LIMIT_FALLBACK_SHARE and the user policy",
+            ),
         ):
             try:
                 Policy(capacity, refill_rate)
@@ -232,6 +240,11 @@ class Settings:
             )
             raise SettingsError(message)
         return self
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT as one writes it in a URL (an IPv6 host in brackets)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @property
     def breaker_config(self) -> BreakerConfig:

@@ -30,6 +30,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from tornado_rate_limiter.limiter.deadline import loop_time_deadline
 from tornado_rate_limiter.limiter.errors import BackendError
 from tornado_rate_limiter.limiter.redis_url import RedisClient, RedisCluster
 
@@ -129,7 +130,7 @@ class AutoPipeline:
             self._waiting = []
         replies = [_PENDING] * len(calls)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with loop_time_deadline(self.timeout):
                 await self._run(calls, replies)
         except Exception as exc:  # every call not answered yet gets the error; answers already read stand
             replies = [exc if reply is _PENDING else reply for reply in replies]

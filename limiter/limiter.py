@@ -22,6 +22,8 @@ FAIL_OPEN = "open"
 FAIL_CLOSED = "closed"
 # The same backend error is logged at most once per this many seconds: an outage must not flood the log.
 _ERROR_LOG_INTERVAL = 5.0
+# One process of a million: a smaller share scales no real limit and makes rates too small to compute.
+MIN_FALLBACK_SHARE = 1e-6
 # A fail-closed denial while the breaker has not opened yet (no cool-down to report) says to retry in 1 s.
 _MIN_CLOSED_RETRY_AFTER = 1.0
 
@@ -47,8 +49,8 @@ class RateLimiter:
         if failure_strategy not in (FAIL_OPEN, FAIL_CLOSED):
             message = f"failure_strategy must be {FAIL_OPEN!r} or {FAIL_CLOSED!r}, got {failure_strategy!r}"
             raise ValueError(message)
-        if not 0 < fallback_share <= 1:
-            message = f"fallback_share must be in (0, 1], got {fallback_share!r}"
+        if not MIN_FALLBACK_SHARE <= fallback_share <= 1:
+            message = f"fallback_share must be in [{MIN_FALLBACK_SHARE:g}, 1], got {fallback_share!r}"
             raise ValueError(message)
         self.primary = primary
         self.fallback = fallback if fallback is not None else LocalBackend()
@@ -169,7 +171,11 @@ class RateLimiter:
         scaled = self._scaled_policies.get(policy)
         if scaled is None:
             share = self.fallback_share
-            scaled = Policy(policy.capacity * share, policy.refill_rate * share, name=policy.name)
+            try:
+                scaled = Policy(policy.capacity * share, policy.refill_rate * share, name=policy.name)
+            except ValueError:  # a rate already near the smallest a Policy takes: scaling it goes below
+                log.warning("policy %r cannot be scaled by the fallback share %g: used whole", policy.name, share)
+                scaled = policy
             self._scaled_policies[policy] = scaled
         if scaled.capacity < cost:
             return Policy(cost, scaled.refill_rate, name=policy.name)

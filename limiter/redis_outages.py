@@ -4,7 +4,6 @@ words a user can act on ("authentication failed", "not a cluster", ...), for log
 
 from __future__ import annotations
 
-import asyncio
 import re
 import ssl
 from collections.abc import AsyncIterator
@@ -15,12 +14,13 @@ from redis import exceptions as redis_errors
 from redis.exceptions import RedisClusterException, RedisError
 from redis.sentinel import MasterNotFoundError
 
+from tornado_rate_limiter.limiter.deadline import loop_time_deadline
 from tornado_rate_limiter.limiter.errors import BackendError
 
 # Replies that mean "Redis cannot serve right now" (an outage), as opposed to a bug in the call.
 _UNAVAILABLE = (
     OSError,
-    TimeoutError,  # the per-call deadline (asyncio.timeout)
+    TimeoutError,  # the per-call deadline (limiter/deadline.py)
     redis_errors.ConnectionError,  # refused, reset, LOADING, auth failures, max clients
     redis_errors.TimeoutError,
     redis_errors.ReadOnlyError,  # a replica after failover
@@ -74,6 +74,8 @@ def describe(exc: BaseException, *, script: str = "", tls: bool = False, deadlin
                 "or accept a self-signed one with REDIS_TLS_VERIFY=false"
             )
     if any(isinstance(cause, redis_errors.AuthenticationError) for cause in causes):
+        if "must be called with the client already authenticated" in text or "NOAUTH" in text:
+            return "authentication failed: the server wants a password and the URL gives none"
         return f"authentication failed ({causes[-1]}): check the user and password in the URL"
     if "Cluster mode is not enabled" in text or "cluster support disabled" in text:
         return "not a cluster: the server runs without cluster mode (use redis:// for a single Redis)"
@@ -98,6 +100,8 @@ def describe(exc: BaseException, *, script: str = "", tls: bool = False, deadlin
         return f"protocol error: the server at this address does not speak the Redis protocol ({exc})"
     if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
         return "connection refused: nothing listens at that address (is Redis running there?)"
+    if any(isinstance(cause, FileNotFoundError) for cause in causes):
+        return "no such socket file: is Redis running, with `unixsocket` at that path?"
     if any(isinstance(cause, OSError) and "Name or service not known" in str(cause) for cause in causes):
         return "the host name does not resolve (Name or service not known)"
     if any(isinstance(cause, ssl.SSLError) for cause in causes):
@@ -107,7 +111,7 @@ def describe(exc: BaseException, *, script: str = "", tls: bool = False, deadlin
         waited = f"within {deadline:g} s" if deadline is not None else "in time"
         return f"timed out: no answer {waited}{hint}"
     if any(isinstance(cause, ConnectionResetError) or "closed by server" in str(cause) for cause in causes):
-        hint = " (if it expects TLS, use rediss://)" if not tls else ""
+        hint = " (restarting? or, if it expects TLS, use rediss://)" if not tls else " (restarting?)"
         return f"the server closed the connection{hint}"
     return f"{type(exc).__name__}: {text or 'no message'}"
 
@@ -144,10 +148,11 @@ def raise_as_backend_error(exc: BaseException, what: str, *, script: str = "", t
 async def redis_errors_as_backend_error(
     deadline: float, what: str, *, script: str = "", tls: bool = False, bugs_too: bool = False
 ) -> AsyncIterator[None]:
-    """Bound the Redis calls inside by ``deadline`` seconds, and turn an outage into BackendError; any
-    other Redis error (a bug in the call) passes through as it is, unless ``bugs_too``."""
+    """Bound the Redis calls inside by ``deadline`` seconds of the loop's time (limiter/deadline.py), and
+    turn an outage into BackendError; any other Redis error (a bug in the call) passes through as it is,
+    unless ``bugs_too``."""
     try:
-        async with asyncio.timeout(deadline):
+        async with loop_time_deadline(deadline):
             yield
     except REDIS_FAILURES as exc:
         if not (bugs_too or is_unavailable(exc)):

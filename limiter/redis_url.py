@@ -11,11 +11,11 @@ parameters redis-py understands (``ssl_cert_reqs=none``, ``ssl_ca_certs=...``) w
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -26,6 +26,13 @@ SENTINEL_SCHEMES = ("redis+sentinel",)
 SCHEMES = SINGLE_SCHEMES + CLUSTER_SCHEMES + SENTINEL_SCHEMES
 
 RedisClient = aioredis.Redis | RedisCluster
+# Query parameters passed on to redis-py's connections: anything else would reach them as an unexpected
+# keyword argument, a TypeError at the first connection.
+QUERY_PARAMETERS = frozenset(URL_QUERY_ARGUMENT_PARSERS) | {
+    "client_name", "lib_name", "lib_version", "encoding", "encoding_errors", "ssl_cert_reqs", "ssl_ca_certs",
+    "ssl_ca_path", "ssl_ca_data", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_ciphers",
+}  # fmt: skip
+CONNECT_BACKSTOP = 1.0  # seconds: the longest a connect may take, whatever deadline is around it
 
 __all__ = ["SCHEMES", "RedisClient", "RedisCluster", "check_url", "client_from_url", "redacted", "uses_tls"]
 
@@ -36,9 +43,14 @@ def check_url(url: str) -> None:
     if parts.scheme not in SCHEMES:
         message = f"the scheme must be one of {', '.join(s + '://' for s in SCHEMES)}"
         raise ValueError(message)
+    unknown = sorted(set(parse_qs(parts.query, keep_blank_values=True)) - QUERY_PARAMETERS)
+    if unknown:
+        message = f"unknown query parameter {unknown[0]!r} (known: {', '.join(sorted(QUERY_PARAMETERS))})"
+        raise ValueError(message)
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError("a unix:// URL needs the socket's path")
+        parse_url(url)  # checks the values of the query parameters
         return
     hosts = _hosts(parts.netloc)
     if parts.scheme in SINGLE_SCHEMES and len(hosts) != 1:
@@ -55,7 +67,7 @@ def check_url(url: str) -> None:
         _check_db(parts.path.strip("/"))
     if parts.scheme != "rediss" and "ssl_" in parts.query:
         raise ValueError("ssl_* parameters need a rediss:// URL (TLS with Cluster or Sentinel is not supported yet)")
-    parse_url(_single_host_url(url))  # checks the query parameters
+    parse_url(_single_host_url(url))  # checks the values of the query parameters
 
 
 def _check_db(db: str) -> None:
@@ -95,6 +107,10 @@ def client_from_url(url: str, *, timeout: float, max_connections: int, verify_tl
     # RedisBackend bounds every call with a deadline of its own; a socket timeout would add an asyncio
     # timer to every reply read (a tenth of a pipelined decision's cost) and bound nothing more.
     options["socket_timeout"] = None
+    # Connecting happens inside those deadlines too, which count only the time the event loop had
+    # (limiter/deadline.py); redis-py's own connect timeout counts wall time, so a TLS handshake on a busy
+    # process failed at 50 ms as "timed out". It stays as a backstop only, at the readiness deadline.
+    options["socket_connect_timeout"] = max(timeout, CONNECT_BACKSTOP)
     if scheme in SENTINEL_SCHEMES:
         return _sentinel(url, options, timeout)
     pool = aioredis.BlockingConnectionPool.from_url(

@@ -94,7 +94,8 @@ CASES: list[tuple[str, Callable[[Servers], str], str]] = [
     ("evalsha-renamed", lambda s: f"redis://127.0.0.1:{s.renamed.port}/0", "the server has no command EVALSHA"),
     ("not-redis", lambda s: f"redis://127.0.0.1:{s.not_redis.port}/0", "protocol error"),
     ("wrong-password", lambda s: f"redis://default:wrong@127.0.0.1:{s.acl.port}/0", "authentication failed"),
-    ("no-password", lambda s: f"redis://127.0.0.1:{s.acl.port}/0", "authentication failed"),
+    ("no-password", lambda s: f"redis://127.0.0.1:{s.acl.port}/0", "wants a password and the URL gives none"),
+    ("unix-socket-missing", lambda s: f"unix://{s.plain.workdir}/no-such.sock", "no such socket file"),
     ("tls-to-plain-redis", lambda s: f"rediss://127.0.0.1:{s.plain.port}/0", "does not speak TLS"),
     ("plain-to-tls-redis", lambda s: f"redis://127.0.0.1:{s.tls.port}/0", "if it expects TLS, use rediss://"),
     ("untrusted-certificate", lambda s: f"rediss://127.0.0.1:{s.tls.port}/0", "TLS certificate not trusted"),
@@ -134,6 +135,25 @@ class TestConnect:
                 assert (await limiter.acquire("k", Policy(5, 1.0, name="p"))).degraded
 
         asyncio.run(scenario())
+
+
+class TestFallbackShare:
+    def test_a_policy_the_share_cannot_scale_is_used_whole_rather_than_failing(self) -> None:
+        """Redis down, a share of 1e-6 and a rate near the smallest a Policy takes: the fallback decides
+        with the policy unscaled (it used to raise ValueError, a 500 for every request)."""
+
+        async def scenario() -> None:
+            backend = RedisBackend.from_url(f"redis://127.0.0.1:{free_port()}/0")
+            async with RateLimiter(backend, fallback_share=1e-6, metrics=LimiterMetrics()) as limiter:
+                decision = await limiter.acquire("k", Policy(60, 1e-305, name="slow"))
+            assert decision.degraded and decision.allowed and decision.limit == 60
+
+        asyncio.run(scenario())
+
+    def test_a_share_below_one_in_a_million_is_refused(self) -> None:
+        """RateLimiter(fallback_share=1e-7): ValueError naming the field, at construction."""
+        with pytest.raises(ValueError, match="fallback_share"):
+            RateLimiter(RedisBackend.from_url("redis://127.0.0.1:1/0"), fallback_share=1e-7)
 
 
 class TestAtRunTime:

@@ -90,6 +90,12 @@ class TestFromEnv:
             ("REDIS_URL", "redis://cache:99999"),
             ("REDIS_URL", "redis://cache:6379?socket_timeout=soon"),
             ("REDIS_URL", "redis://cache:6379/abc"),  # redis-py would ignore it and use DB 0
+            # redis-py would pass these to its connections: a TypeError at the first one
+            ("REDIS_URL", "redis://cache:6379/0?bogus=1"),
+            ("REDIS_URL", "redis://cache:6379/0?Socket_Timeout=1"),
+            ("REDIS_URL", "unix:///run/redis.sock?bogus=1"),
+            ("REDIS_URL", "redis+cluster://a:1,b:2?bogus=1"),
+            ("RATE_LIMIT_FALLBACK_SHARE", "1e-309"),
             ("REDIS_URL", "redis+cluster://a:1,b:2/3"),
             ("RATE_LIMIT_FALLBACK_SHARE", "0"),
             ("RATE_LIMIT_FALLBACK_SHARE", "1.5"),
@@ -116,6 +122,21 @@ class TestFromEnv:
     def test_the_fallback_share_is_a_decimal_or_a_fraction(self, value: str, share: float) -> None:
         """RATE_LIMIT_FALLBACK_SHARE=1/N, as the settings table says to write it, is the share 1/N."""
         assert Settings.from_env({"RATE_LIMIT_FALLBACK_SHARE": value}).fallback_share == share
+
+    def test_a_share_that_scales_a_policy_below_what_can_be_computed_is_refused(self) -> None:
+        """Each valid alone, a tiny refill rate and a small share make a fallback rate too small: refused
+        at start, naming RATE_LIMIT_FALLBACK_SHARE (it used to answer 500 while Redis was down)."""
+        env = {"RATE_LIMIT_FALLBACK_SHARE": "0.000001", "RATE_LIMIT_REFILL_RATE": "1e-305"}
+        with pytest.raises(SettingsError, match="RATE_LIMIT_FALLBACK_SHARE"):
+            Settings.from_env(env)
+
+    @pytest.mark.parametrize(
+        ("host", "address"), [("[::1]", "[::1]:8080"), ("::", "[::]:8080"), ("127.0.0.1", "127.0.0.1:8080")]
+    )
+    def test_an_ipv6_host_may_be_bracketed_and_is_shown_bracketed(self, host: str, address: str) -> None:
+        """HOST=[::1] is the address ::1, and the address is written as in a URL."""
+        settings = Settings.from_env({"HOST": host})
+        assert settings.host == host.strip("[]") and settings.address == address
 
     def test_a_bad_secret_is_not_echoed(self) -> None:
         """The error for a short JWT_SECRET does not print the secret."""
