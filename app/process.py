@@ -43,6 +43,9 @@ def bind(settings: Settings) -> list[socket.socket]:
     except socket.gaierror as exc:
         message = f"HOST={host!r} is not valid: no address of this machine has that name ({exc.strerror})"
         raise ListenError(message) from None
+    except UnicodeError:  # a name that is no host name at all (empty or over-long labels): idna refuses it
+        message = f"HOST={host!r} is not valid: expected an IP address such as 0.0.0.0 or a host name"
+        raise ListenError(message) from None
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             message = f"PORT={port} is not usable: another process already listens on {settings.address}"

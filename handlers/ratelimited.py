@@ -15,7 +15,13 @@ from typing import Any, ClassVar
 import jwt
 import tornado.web
 
-from tornado_rate_limiter.handlers.client_ip import ClientAddressResolver, client_label, forwarded_for, x_forwarded_for
+from tornado_rate_limiter.handlers.client_ip import (
+    ClientAddressResolver,
+    client_label,
+    forwarded_for,
+    parse_address,
+    x_forwarded_for,
+)
 from tornado_rate_limiter.handlers.headers import quota_exceeded_problem, rate_limit_headers, retry_after_seconds
 from tornado_rate_limiter.handlers.identity import IP, USER, Identity
 from tornado_rate_limiter.limiter import Decision, LocalBackend, Policy, RateLimiter
@@ -58,7 +64,11 @@ class RateLimitConfig:
 
     def _resolve_label(self, peer: str, forwarded: str) -> str:
         parse = forwarded_for if self.forwarded_header == "forwarded" else x_forwarded_for
-        address = self.resolver.resolve(peer, parse([forwarded]) if forwarded else [])
+        peer_address = parse_address(peer)
+        if forwarded and peer_address is not None and self.resolver.is_trusted(peer_address, 0):
+            address = self.resolver.resolve(peer, parse([forwarded]))
+        else:  # an untrusted peer's header is never read, not even split
+            address = peer_address
         return client_label(address, self.ipv6_prefix) if address is not None else "unknown"
 
 

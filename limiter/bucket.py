@@ -15,6 +15,8 @@ _POLICY_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 # Seconds a backend keeps a bucket after it is full again: the state survives a clock stepping back
 # this far, and callers whose clock runs a little ahead of Redis's never see a bucket expire early.
 DEFAULT_EXPIRY_SLACK = 1.0
+# The longest a bucket, or one token, may take to refill: about 31 years.
+MAX_REFILL_SECONDS = 1e9
 
 
 def _positive_finite(field: str, value: object) -> float:
@@ -47,12 +49,14 @@ class Policy:
         if not isinstance(self.name, str) or not _POLICY_NAME.fullmatch(self.name):
             message = f"name must be 1-64 characters of A-Z a-z 0-9 _ . -, got {self.name!r}"
             raise ValueError(message)
-        # The headers and the cache of denials compute in seconds: a rate so small that refilling one token
-        # or the whole bucket takes forever (1e-320/s) would overflow them at the first request.
-        if not (math.isfinite(self.fill_time) and math.isfinite(1 / self.refill_rate)):
+        # The headers say in seconds how long refilling takes: a rate so small that one token or the whole
+        # bucket takes forever (1e-320/s overflowed them; 1e-306/s made 308-digit headers) is no rate limit.
+        slowest = max(self.fill_time, 1 / self.refill_rate)
+        if not slowest <= MAX_REFILL_SECONDS * (1 + 1e-9):  # the smallest rate named below passes, rounded
+            smallest = max(self.capacity, 1.0) / MAX_REFILL_SECONDS
             message = (
-                f"refill_rate {self.refill_rate!r} is too small for capacity {self.capacity!r}: "
-                "refilling the bucket would take longer than any number of seconds can say"
+                f"refill_rate {self.refill_rate!r} is too small for capacity {self.capacity!r}: refilling would "
+                f"take more than {MAX_REFILL_SECONDS:g} s (31 years); the smallest rate is {smallest:.3g}"
             )
             raise ValueError(message)
 

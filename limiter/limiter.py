@@ -63,6 +63,7 @@ class RateLimiter:
         self._last_error_logged = -_ERROR_LOG_INTERVAL
         self._primary_failing = False
         self._probe: asyncio.Task[None] | None = None
+        self._warned_eviction = False
 
     @property
     def backend_name(self) -> str:
@@ -73,7 +74,10 @@ class RateLimiter:
         """What /health shows: the primary backend, the breaker state, whether decisions are degraded."""
         state = self.breaker.state
         degraded = state is not BreakerState.CLOSED or self._primary_failing
-        return {"backend": self.backend_name, "breaker": state.value, "degraded": degraded}
+        health: dict[str, object] = {"backend": self.backend_name, "breaker": state.value, "degraded": degraded}
+        if isinstance(self.primary, RedisBackend):  # None until Redis has been reached and asked
+            health["redis_evicts_keys"] = self.primary.evicts_keys
+        return health
 
     async def acquire(self, key: str, policy: Policy, cost: float = 1, *, identity_kind: str = "ip") -> Decision:
         """Decide for ``key``; never raises for a backend failure (bad arguments still raise ValueError)."""
@@ -104,7 +108,21 @@ class RateLimiter:
             log.error("%s; deciding by the fail-%s strategy until it is", exc, self.failure_strategy)
             self._last_error_logged = time.monotonic()
             return False
+        self._note_eviction()
         return True
+
+    def _note_eviction(self) -> None:
+        """After Redis was found ready: say (gauge, /health, one warning per change) whether it may evict
+        limit keys, which hands out full buckets without any error."""
+        evicts = getattr(self.primary, "evicts_keys", None)
+        self.metrics.redis_evicts_keys.set(-1 if evicts is None else int(evicts))
+        if evicts and not self._warned_eviction:
+            log.warning(
+                "Redis may evict limit keys (maxmemory-policy %s): an evicted bucket is full again, so limits "
+                "leak under memory pressure; use noeviction (or volatile-ttl) on a Redis of its own",
+                getattr(self.primary, "eviction_policy", "?"),
+            )
+        self._warned_eviction = bool(evicts)
 
     async def _decide_on_redis(self, primary: RedisBackend, key: str, policy: Policy, cost: float) -> Decision:
         try:
@@ -148,6 +166,7 @@ class RateLimiter:
         else:
             self.breaker.on_success(permit)
             self._primary_failing = False
+            self._note_eviction()
 
     def _probe_ended(self, permit: Permit, task: asyncio.Task[None]) -> None:
         """A probe cancelled (even before it started) or broken by a bug gives its turn to the next request."""

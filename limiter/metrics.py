@@ -41,6 +41,13 @@ class LimiterMetrics:
             "The Redis circuit breaker: 0 closed, 1 half-open (probing), 2 open (not calling Redis).",
             registry=self.registry,
         )
+        self.redis_evicts_keys = Gauge(
+            "rate_limit_redis_evicts_keys",
+            "1 when Redis may evict limit keys under memory pressure (maxmemory with an evicting policy): an "
+            "evicted bucket is full again, so limits leak; 0 when it may not; -1 while not known.",
+            registry=self.registry,
+        )
+        self.redis_evicts_keys.set(-1)
         # One child per kind, made once (labels() takes a lock and a lookup); zeros are exported from the
         # start, so rates and alerts have a series.
         self._counted = {

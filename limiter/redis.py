@@ -24,6 +24,7 @@ from tornado_rate_limiter.limiter.bucket import (
     validate_cost,
     validate_now,
 )
+from tornado_rate_limiter.limiter.deadline import loop_time_deadline
 from tornado_rate_limiter.limiter.over_limit import DEFAULT_MAX_KEYS as DEFAULT_OVER_LIMIT_KEYS
 from tornado_rate_limiter.limiter.over_limit import OverLimitCache
 from tornado_rate_limiter.limiter.redis_outages import (
@@ -48,6 +49,11 @@ DEFAULT_KEY_PREFIX = "rl:"
 # Getting ready (connecting, TLS, a Cluster's slot map, loading the script) may take longer than a
 # decision may; it runs at start and in the breaker's probe, where no request waits for it.
 DEFAULT_CONNECT_TIMEOUT = 1.0
+# maxmemory policies that may evict a bucket (which then reads full): every key of ours has a TTL, so the
+# volatile-* ones too; volatile-ttl evicts the buckets nearest to full first, and noeviction none.
+EVICTING_POLICIES = frozenset(
+    {"allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu", "volatile-random"}
+)
 _SCRIPT_ARGS = 5  # capacity, refill_rate, cost, now, slack_ms
 
 
@@ -76,6 +82,8 @@ class RedisBackend:
         self.pipeline = AutoPipeline(client, TOKEN_BUCKET_SCRIPT, TOKEN_BUCKET_SHA, _SCRIPT_ARGS, timeout)
         self._slack_ms = str(math.ceil(expiry_slack * 1000))
         self._tls = uses_tls(client)
+        self.evicts_keys: bool | None = None  # learnt by connect(): may Redis evict limit keys?
+        self.eviction_policy: str | None = None
 
     @classmethod
     def from_url(
@@ -161,6 +169,23 @@ class RedisBackend:
                 await self.client.initialize()
             await self.pipeline.load_script()
             await self.client.evalsha(TOKEN_BUCKET_SHA, 1, f"{self.key_prefix}probe", *probe_args)
+        self.evicts_keys = await self._read_eviction(timeout)
+
+    async def _read_eviction(self, timeout: float) -> bool | None:
+        """Whether Redis may evict our keys (every one has a TTL): maxmemory set with an ``allkeys-*`` or
+        ``volatile-*`` policy other than ``volatile-ttl``, which evicts the buckets nearest to full first.
+        None when Redis does not say (CONFIG renamed or denied, as on some managed services)."""
+        try:
+            async with loop_time_deadline(timeout):
+                config = await self.client.config_get("maxmemory*")
+        except REDIS_FAILURES:
+            return None
+        text = {_text(name): _text(value) for name, value in config.items()}
+        policy, maxmemory = text.get("maxmemory-policy"), text.get("maxmemory")
+        if policy is None or maxmemory is None:
+            return None
+        self.eviction_policy = policy
+        return maxmemory != "0" and policy in EVICTING_POLICIES
 
     async def __aenter__(self) -> RedisBackend:
         """``async with RedisBackend.from_url(...) as backend``: closed on the way out (not connected on the
@@ -171,6 +196,10 @@ class RedisBackend:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         await self.close()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @lru_cache(maxsize=1024)

@@ -4,7 +4,9 @@ words a user can act on ("authentication failed", "not a cluster", ...), for log
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -79,7 +81,8 @@ def describe(exc: BaseException, *, script: str = "", tls: bool = False, deadlin
         return f"authentication failed ({causes[-1]}): check the user and password in the URL"
     if "Cluster mode is not enabled" in text or "cluster support disabled" in text:
         return "not a cluster: the server runs without cluster mode (use redis:// for a single Redis)"
-    if "unknown command 'SENTINEL'" in text:
+    unknown = _UNKNOWN_COMMAND.search(text)
+    if unknown is not None and unknown.group(1).upper() == "SENTINEL":
         return "not a sentinel: the server does not answer SENTINEL (give the sentinels' addresses, or use redis://)"
     if isinstance(exc, MasterNotFoundError):
         return f"no master known to the sentinels: {exc}"
@@ -90,7 +93,7 @@ def describe(exc: BaseException, *, script: str = "", tls: bool = False, deadlin
     if "can't run this command" in text:
         command = _script_command(text, script) or "one of the script's commands"
         return f"not permitted: the Redis user may not run {command} (grant it with ACL SETUSER)"
-    if (unknown := _UNKNOWN_COMMAND.search(text)) is not None:
+    if unknown is not None:
         return f"the server has no command {unknown.group(1).upper()} (renamed or disabled in its configuration)"
     if "WRONGTYPE" in text:
         reader = _script_command(text, script)
@@ -102,8 +105,8 @@ def describe(exc: BaseException, *, script: str = "", tls: bool = False, deadlin
         return "connection refused: nothing listens at that address (is Redis running there?)"
     if any(isinstance(cause, FileNotFoundError) for cause in causes):
         return "no such socket file: is Redis running, with `unixsocket` at that path?"
-    if any(isinstance(cause, OSError) and "Name or service not known" in str(cause) for cause in causes):
-        return "the host name does not resolve (Name or service not known)"
+    if (unresolved := next((cause for cause in causes if isinstance(cause, socket.gaierror)), None)) is not None:
+        return f"the host name does not resolve ({unresolved.strerror})"
     if any(isinstance(cause, ssl.SSLError) for cause in causes):
         return f"TLS handshake failed ({text}): does the server speak TLS on this port? (else use redis://)"
     if any(isinstance(cause, TimeoutError | redis_errors.TimeoutError) for cause in causes):
@@ -117,12 +120,16 @@ def describe(exc: BaseException, *, script: str = "", tls: bool = False, deadlin
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and the exceptions it was raised from, outermost first."""
+    """``exc`` and the exceptions it was raised from, outermost first. An exception that was merely being
+    handled when another was raised (``__context__``) counts only when it is an OS or timeout error: the
+    cause redis-py re-raises as its own, not an internal one it met on the way (``pop from empty list``)."""
     chain: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in chain:
         chain.append(current)
-        current = current.__cause__ or current.__context__
+        context = current.__context__
+        implicit = context if isinstance(context, OSError | TimeoutError | asyncio.CancelledError) else None
+        current = current.__cause__ or (None if current.__suppress_context__ else implicit)
     return chain
 
 

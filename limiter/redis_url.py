@@ -10,8 +10,9 @@ parameters redis-py understands (``ssl_cert_reqs=none``, ``ssl_ca_certs=...``) w
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -67,7 +68,23 @@ def check_url(url: str) -> None:
         _check_db(parts.path.strip("/"))
     if parts.scheme != "rediss" and "ssl_" in parts.query:
         raise ValueError("ssl_* parameters need a rediss:// URL (TLS with Cluster or Sentinel is not supported yet)")
+    _check_tls_parameters(parse_qs(parts.query))
+    if parts.scheme in CLUSTER_SCHEMES and parse_qs(parts.query).get("db", ["0"]) != ["0"]:
+        raise ValueError("a Redis Cluster has database 0 only: no ?db=")
     parse_url(_single_host_url(url))  # checks the values of the query parameters
+
+
+def _check_tls_parameters(query: dict[str, list[str]]) -> None:
+    """ssl_cert_reqs among redis-py's words, and the files named by the ssl_* parameters there to read."""
+    for reqs in query.get("ssl_cert_reqs", []):
+        if reqs not in ("none", "optional", "required"):
+            message = f"ssl_cert_reqs must be none, optional or required, got {reqs!r}"
+            raise ValueError(message)
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        for path in query.get(name, []):
+            if not Path(path).is_file():
+                message = f"{name}={path} is no file this process can read"
+                raise ValueError(message)
 
 
 def _check_db(db: str) -> None:
@@ -78,13 +95,13 @@ def _check_db(db: str) -> None:
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password replaced by ``***``, fit for a log line."""
+    """``url`` with its password (in the credentials or as ``?password=``) replaced by ``***``, fit for a log."""
     parts = urlsplit(url)
     credentials, at, hosts = parts.netloc.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    user = credentials.partition(":")[0]
-    return parts._replace(netloc=f"{user}:***@{hosts}").geturl()
+    if at and ":" in credentials:
+        parts = parts._replace(netloc=f"{credentials.partition(':')[0]}:***@{hosts}")
+    query = [(name, "***" if name == "password" else value) for name, value in parse_qsl(parts.query, True)]
+    return parts._replace(query=urlencode(query, safe="*/")).geturl()
 
 
 def client_from_url(url: str, *, timeout: float, max_connections: int, verify_tls: bool = True) -> RedisClient:

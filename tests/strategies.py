@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 
 from tornado_rate_limiter.limiter import Policy
+from tornado_rate_limiter.limiter.bucket import MAX_REFILL_SECONDS
 
 # Tiny, ordinary and huge magnitudes, so rounding shows up wherever it can.
 magnitudes = st.one_of(
@@ -15,7 +16,12 @@ magnitudes = st.one_of(
     st.floats(0.01, 1000.0),
     st.floats(1e6, 1e12),
 )
-policies = st.builds(Policy, capacity=magnitudes, refill_rate=magnitudes, name=st.just("prop"))
+# A Policy refills in at most MAX_REFILL_SECONDS (the whole bucket, and one token).
+policies = (
+    st.tuples(magnitudes, magnitudes)
+    .filter(lambda shape: max(shape[0], 1.0) / shape[1] <= MAX_REFILL_SECONDS)
+    .map(lambda shape: Policy(capacity=shape[0], refill_rate=shape[1], name="prop"))
+)
 # The start of a scenario: zero, ordinary numbers, and epoch-sized timestamps (2020 to 2096).
 start_times = st.one_of(st.just(0.0), st.floats(0.0, 1e6), st.floats(1.6e9, 4e9))
 # A clock step backwards goes at most this far below the latest time seen: less than the backends'

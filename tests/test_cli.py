@@ -96,6 +96,7 @@ class TestStartUp:
             ("HOST", "nosuchhost.invalid", "no address of this machine has that name"),
             ("HOST", "999.1.1.1", "no address of this machine has that name"),
             ("HOST", "192.0.2.1", "not an address of this machine"),
+            ("HOST", "a..b", "expected an IP address"),
             ("REDIS_URL", "redis://127.0.0.1:6379/abc", "the database must be a whole number"),
             ("RATE_LIMIT_REFILL_RATE", "1e-320", "too small"),
             ("RATE_LIMIT_FALLBACK_SHARE", "1/0", "such as 0.25 or 1/4"),

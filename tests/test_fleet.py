@@ -58,6 +58,18 @@ asyncio.run = run
 """
 
 
+def idle_time(samples: list[Sample], start: float, end: float) -> float:
+    """Seconds of [start, end] during which no request was in flight."""
+    idle, covered_to = 0.0, start
+    for sample in sorted(samples, key=lambda s: s.started):
+        if sample.started > covered_to:
+            idle += min(sample.started, end) - covered_to
+        covered_to = max(covered_to, sample.finished)
+        if covered_to >= end:
+            break
+    return idle + max(0.0, end - covered_to)
+
+
 @contextlib.contextmanager
 def busy_loops(count: int) -> Iterator[None]:
     """``count`` shell busy loops (one per CPU hogs the machine) for the duration; ended by their PIDs."""
@@ -120,12 +132,16 @@ def test_the_fleet_admits_what_one_bucket_allows(fleet: list[ServiceProcess], re
     assert not [s for s in samples if s.status not in (200, 429)]
     admitted = sum(s.status == 200 for s in samples)
     outer = max(s.finished for s in samples) - min(s.started for s in samples)  # holds every decision
-    inner = max(s.started for s in samples) - min(s.finished for s in samples)  # held by the decisions
+    first_end, last_start = min(s.finished for s in samples), max(s.started for s in samples)
+    # Held by the decisions, less any time no request was in flight (a starved client sends nothing, and a
+    # full bucket refills no further meanwhile): the lower bound asks only for the refill that was asked for.
+    inner = last_start - first_end - idle_time(samples, first_end, last_start)
     upper = CAPACITY + REFILL_RATE * outer
     lower = math.floor(CAPACITY + REFILL_RATE * inner) - 1
     degraded = sum(s.degraded for s in samples)
     print(
         f"\nFLEET {topology}: requests={len(samples)} admitted={admitted} bound={upper:.2f} (lower {lower}) {degraded=}"
+        f" idle={idle_time(samples, first_end, last_start):.3f}s"
     )
     assert lower <= admitted <= upper
     # A healthy Redis decides every request, however busy the CPUs: the deadline counts only the time the

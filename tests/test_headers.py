@@ -11,6 +11,7 @@ from tornado_rate_limiter.handlers.headers import (
     retry_after_seconds,
 )
 from tornado_rate_limiter.limiter import Decision, Policy
+from tornado_rate_limiter.limiter.bucket import MAX_REFILL_SECONDS
 
 POLICY = Policy(capacity=10, refill_rate=0.5, name="api")
 
@@ -53,20 +54,22 @@ class TestHeaders:
         assert problem["retry_after"] == 2 and problem["violated-policies"] == ["api"]
         assert problem["type"].endswith("#quota-exceeded") and problem["status"] == 429
 
-    def test_the_slowest_policy_allowed_still_gives_whole_numbers(self) -> None:
-        """A refill rate near the smallest a Policy accepts gives finite, whole header values: a smaller one
-        is refused when the Policy is made (1e-320 per second once answered every request with a 500)."""
-        slow = Policy(capacity=60, refill_rate=1e-300, name="slow")
-        headers = rate_limit_headers(slow, Decision(True, 59.0, 0.0, 1e300, 60.0))
-        assert headers["RateLimit-Policy"].startswith('"slow";q=60;w=6') and headers["X-RateLimit-Reset"].isdigit()
-        problem = quota_exceeded_problem(slow, Decision(False, 0.5, 5e299, 6e301, 60.0))
-        assert isinstance(problem["retry_after"], int)
+    def test_the_slowest_policy_allowed_gives_headers_of_at_most_ten_digits(self) -> None:
+        """The smallest refill rate a Policy takes (60 tokens in 1e9 s) gives header values of at most ten
+        digits (1e-306 per second once gave 308-digit ones, and 1e-320 a 500)."""
+        slow = Policy(capacity=60, refill_rate=60 / MAX_REFILL_SECONDS, name="slow")
+        headers = rate_limit_headers(slow, Decision(True, 0.5, 0.0, slow.fill_time, 60.0))
+        assert headers["RateLimit-Policy"] in ('"slow";q=60;w=1000000000', '"slow";q=60;w=1000000001')  # rounded up
+        for name in ("X-RateLimit-Reset", "X-RateLimit-Remaining", "X-RateLimit-Limit"):
+            assert headers[name].isdigit() and len(headers[name]) <= 10
+        problem = quota_exceeded_problem(slow, Decision(False, 0.5, 0.5 / slow.refill_rate, slow.fill_time, 60.0))
+        assert 0 < problem["retry_after"] <= MAX_REFILL_SECONDS
 
 
 class TestPolicyBounds:
-    def test_a_refill_rate_too_small_for_the_capacity_is_refused(self) -> None:
-        """Policy(60, 1e-320): ValueError naming refill_rate, not an OverflowError at the first request."""
-        with pytest.raises(ValueError, match="refill_rate"):
-            Policy(capacity=60, refill_rate=1e-320)
-        with pytest.raises(ValueError, match="refill_rate"):
-            Policy(capacity=1e-3, refill_rate=1e-310)  # the bucket fills, but one token never does
+    @pytest.mark.parametrize(("capacity", "refill_rate"), [(60, 1e-320), (60, 1e-306), (60, 5e-8), (1e-3, 1e-10)])
+    def test_a_refill_rate_too_small_for_the_capacity_is_refused(self, capacity: float, refill_rate: float) -> None:
+        """More than 1e9 s to refill the bucket, or one token: ValueError naming refill_rate and the smallest
+        rate, not an OverflowError (or absurd headers) at the first request."""
+        with pytest.raises(ValueError, match=r"refill_rate .* the smallest rate is"):
+            Policy(capacity=capacity, refill_rate=refill_rate)

@@ -67,7 +67,12 @@ class TestFailOpen:
             assert count(limiter, "rate_limit_errors_total") == 3  # then the breaker opened
             assert count(limiter, "rate_limit_degraded_total") == 10
             assert limiter.breaker.state is BreakerState.OPEN
-            assert limiter.health() == {"backend": "redis", "breaker": "open", "degraded": True}
+            assert limiter.health() == {
+                "backend": "redis",
+                "breaker": "open",
+                "degraded": True,
+                "redis_evicts_keys": None,
+            }
             assert count(limiter, "rate_limit_breaker_state") == 2
             await limiter.close()
 

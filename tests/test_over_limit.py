@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -131,13 +130,17 @@ class TestWithTheBreaker:
             server.stop()
 
 
-def test_the_estimate_of_redis_time_only_moves_forward() -> None:
-    """The later a cached denial is read, the shorter its retry_after: Redis's time is estimated from the
-    monotonic clock, which never goes back."""
-    cache = OverLimitCache()
+def test_the_estimate_of_redis_time_moves_with_the_cache_clock() -> None:
+    """Redis's time is estimated from the cache's (monotonic) clock: read 0.25 s and 0.5 s after the call,
+    a cached denial's retry_after is shorter by exactly that time (a frozen estimate would keep it)."""
+    clock = [100.0]
+    cache = OverLimitCache(clock=lambda: clock[0])
     policy = Policy(capacity=1, refill_rate=1, name="p")
-    cache.remember("k", policy, BucketState(0.0, T0), T0, asked_at=time.monotonic())
+    cache.remember("k", policy, BucketState(0.0, T0), T0, asked_at=100.0)
     first = cache.denial("k", policy, 1)
+    clock[0] += 0.25
     second = cache.denial("k", policy, 1)
-    assert first is not None and second is not None
-    assert second.retry_after <= first.retry_after
+    clock[0] += 0.25
+    third = cache.denial("k", policy, 1)
+    assert first is not None and second is not None and third is not None
+    assert (first.retry_after, second.retry_after, third.retry_after) == (1.0, 0.75, 0.5)

@@ -11,6 +11,7 @@ from tests.conftest import BackendDriver
 from tests.redis_process import RedisProcess, free_port
 from tornado_rate_limiter.limiter import BackendError, LocalBackend, Policy, RedisBackend
 from tornado_rate_limiter.limiter.redis import TOKEN_BUCKET_SHA
+from tornado_rate_limiter.limiter.redis_url import CONNECT_BACKSTOP
 
 POLICY = Policy(capacity=5, refill_rate=0.5, name="redis")
 T0 = 1_764_000_000.0
@@ -83,11 +84,12 @@ class TestScriptLoading:
 
 class TestConnections:
     def test_from_url_sets_short_timeouts_and_no_retries(self, redis_server: RedisProcess) -> None:
-        """Calls and connects time out in tens of milliseconds, and the client never retries on its own.
-        Reads have no socket timeout of their own: the backend's deadline bounds each round trip."""
+        """Calls time out in tens of milliseconds, and the client never retries on its own. Reads have no
+        socket timeout of their own and connects only a 1 s backstop: the backend's deadline, which counts
+        the event loop's time only, bounds each round trip and each connect in it."""
         backend = RedisBackend.from_url(redis_server.url)
         options = backend.client.connection_pool.connection_kwargs
-        assert backend.timeout == options["socket_connect_timeout"] == 0.05
+        assert backend.timeout == 0.05 and options["socket_connect_timeout"] == CONNECT_BACKSTOP == 1.0
         assert options["socket_timeout"] is None
         assert options["retry"].get_retries() == 0
         asyncio.run(backend.close())

@@ -7,6 +7,8 @@ import ipaddress
 import pytest
 
 from tornado_rate_limiter.app import Settings, SettingsError
+from tornado_rate_limiter.app.settings import SETTINGS_HELP
+from tornado_rate_limiter.handlers import default_policies
 
 
 class TestFromEnv:
@@ -126,7 +128,7 @@ class TestFromEnv:
     def test_a_share_that_scales_a_policy_below_what_can_be_computed_is_refused(self) -> None:
         """Each valid alone, a tiny refill rate and a small share make a fallback rate too small: refused
         at start, naming RATE_LIMIT_FALLBACK_SHARE (it used to answer 500 while Redis was down)."""
-        env = {"RATE_LIMIT_FALLBACK_SHARE": "0.000001", "RATE_LIMIT_REFILL_RATE": "1e-305"}
+        env = {"RATE_LIMIT_FALLBACK_SHARE": "0.000001", "RATE_LIMIT_REFILL_RATE": "0.0001"}
         with pytest.raises(SettingsError, match="RATE_LIMIT_FALLBACK_SHARE"):
             Settings.from_env(env)
 
@@ -137,6 +139,14 @@ class TestFromEnv:
         """HOST=[::1] is the address ::1, and the address is written as in a URL."""
         settings = Settings.from_env({"HOST": host})
         assert settings.host == host.strip("[]") and settings.address == address
+
+    def test_the_help_table_and_the_handlers_defaults_are_the_settings_defaults(self) -> None:
+        """Each default --help shows reads back as the Settings default, and RateLimitConfig's default
+        policies are the service's: the three places say one thing."""
+        for name, default, _ in SETTINGS_HELP:
+            if default != "unset":
+                assert Settings.from_env({name: default}) == Settings(), name
+        assert default_policies() == {"ip": Settings().ip_policy, "user": Settings().user_policy}
 
     def test_a_bad_secret_is_not_echoed(self) -> None:
         """The error for a short JWT_SECRET does not print the secret."""
