@@ -6,6 +6,7 @@ and never reaches them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ class _AppPolicies:
 APP_POLICIES: Any = _AppPolicies()
 
 
+@tornado.web.stream_request_body  # prepare() runs once the headers are in: a denial never reads the body
 class RateLimitedHandler(tornado.web.RequestHandler):
     """A RequestHandler limited per client: ``ip:<address>``, or ``user:<id>`` once ``current_user`` is set.
 
@@ -127,8 +129,26 @@ class RateLimitedHandler(tornado.web.RequestHandler):
     rate_limit_identity_used: Identity | None = None
 
     async def prepare(self) -> None:
-        """Runs before the HTTP method: checks the limit and finishes the request itself when it is denied."""
+        """Runs once the headers are in, before the body is read: checks the limit and finishes the request
+        itself when it is denied (its connection is then closed without reading the body). An allowed
+        request's body is read into ``self.request.body`` (and its arguments parsed) before the HTTP method
+        runs, as for any handler; a subclass that overrides ``data_received`` streams it instead."""
         await self.check_rate_limit()
+        if type(self).data_received is RateLimitedHandler.data_received:
+            self._body_chunks: list[bytes] = []
+            # Runs before _execute resumes from the same future (callbacks run in the order added), so the
+            # method finds the whole body, as Tornado gives it to a handler that does not stream.
+            self.request._body_future.add_done_callback(self._body_complete)
+
+    def data_received(self, chunk: bytes) -> None:
+        """Keep a piece of an allowed request's body (the whole body is at most the server's max_body_size)."""
+        self._body_chunks.append(chunk)
+
+    def _body_complete(self, received: asyncio.Future[None]) -> None:
+        if not received.cancelled() and received.exception() is None:
+            self.request.body = b"".join(self._body_chunks)
+            self._body_chunks = []
+            self.request._parse_body()
 
     @property
     def rate_limit_config(self) -> RateLimitConfig:
