@@ -14,6 +14,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from tornado_rate_limiter.app.connections import default_max_connections
+from tornado_rate_limiter.app.log_limits import CLIENT_CAUSED, limit_repeated_logs
 from tornado_rate_limiter.app.process import ListenError, bind, serve
 from tornado_rate_limiter.app.service import build_limiter
 from tornado_rate_limiter.app.settings import SETTINGS_HELP, Settings, SettingsError
@@ -59,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return CONFIGURATION_ERROR
+    # With ACCESS_LOG=errors the access log is about failures, which a flood would repeat; "all" is asked for.
+    limit_repeated_logs(CLIENT_CAUSED + (("tornado.access",) if settings.access_log == "errors" else ()))
     if options.check:
         return asyncio.run(check(settings))
     try:
@@ -80,6 +84,11 @@ async def check(settings: Settings) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return CONFIGURATION_ERROR
     print(f"listen     {settings.address}")
+    print(
+        f"clients    at most {settings.max_connections or default_max_connections()} connections; request head "
+        f"within {settings.header_timeout:g} s, idle {settings.idle_timeout:g} s, body within "
+        f"{settings.body_timeout:g} s and {settings.max_body_bytes} bytes"
+    )
     print(f"policies   {describe_policy(settings.ip_policy)}; {describe_policy(settings.user_policy)}")
     if settings.redis_url is None:
         print("backend    local: limits in this process's memory (REDIS_URL is not set)")

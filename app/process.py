@@ -10,9 +10,9 @@ import signal
 import socket
 import time
 
-import tornado.httpserver
 import tornado.netutil
 
+from tornado_rate_limiter.app.connections import GuardedHTTPServer, default_max_connections
 from tornado_rate_limiter.app.service import ServiceApplication, make_app
 from tornado_rate_limiter.app.settings import Settings
 from tornado_rate_limiter.handlers import SETTINGS_KEY
@@ -20,7 +20,6 @@ from tornado_rate_limiter.handlers import SETTINGS_KEY
 log = logging.getLogger("tornado_rate_limiter")
 # A platform sends SIGKILL 30 s after SIGTERM: requests in flight get this long, the rest is margin.
 DRAIN_SECONDS = 10.0
-MAX_BODY_BYTES = 1024 * 1024
 
 
 async def drain(application: ServiceApplication, deadline: float) -> None:
@@ -66,7 +65,15 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     # What exists now (modules, the app, the clients) lives as long as the process: out of the garbage
     # collector's sight, the collections that requests trigger have less to walk (-2 to 3 us a request).
     gc.freeze()
-    server = tornado.httpserver.HTTPServer(application, max_body_size=MAX_BODY_BYTES)
+    server = GuardedHTTPServer(
+        application,
+        registry=limiter.metrics.registry,
+        max_connections=settings.max_connections or default_max_connections(),
+        header_timeout=settings.header_timeout,
+        idle_timeout=settings.idle_timeout,
+        body_timeout=settings.body_timeout,
+        max_body_size=settings.max_body_bytes,
+    )
     server.add_sockets(sockets)
     log.info("listening on %s", settings.address)
     stop = asyncio.Event()

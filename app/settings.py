@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from tornado_rate_limiter.app.connections import default_max_connections
 from tornado_rate_limiter.limiter import Policy
 from tornado_rate_limiter.limiter.breaker import BreakerConfig
 from tornado_rate_limiter.limiter.limiter import MIN_FALLBACK_SHARE
@@ -121,6 +122,14 @@ def _redis_url(environ: Mapping[str, str]) -> str | None:
     return raw
 
 
+def _max_connections(environ: Mapping[str, str]) -> int | None:
+    """MAX_CONNECTIONS, at most what the descriptor limit leaves (raise `ulimit -n` to allow more)."""
+    if _raw(environ, "MAX_CONNECTIONS") is None:
+        return None
+    available = default_max_connections()
+    return _integer(environ, "MAX_CONNECTIONS", available, 1, available)
+
+
 def _secret(environ: Mapping[str, str], name: str) -> str | None:
     raw = _raw(environ, name)
     if raw is not None and len(raw.encode("utf-8")) < 32:
@@ -154,6 +163,11 @@ SETTINGS_HELP = (
     ("RATE_LIMIT_BREAKER_COOLDOWN", "2", "seconds the open breaker makes no Redis call before a probe"),
     ("RATE_LIMIT_BREAKER_MAX_COOLDOWN", "30", "cap of the cool-down, which doubles with each failed probe"),
     ("ACCESS_LOG", "errors", "requests logged: all, errors (5xx only) or off"),
+    ("MAX_CONNECTIONS", "unset", "open client connections at most; unset: ulimit -n less 64 kept in reserve"),
+    ("HEADER_TIMEOUT", "10", "seconds a new connection has to send its request head"),
+    ("IDLE_TIMEOUT", "60", "seconds a keep-alive connection may stay idle between requests"),
+    ("BODY_TIMEOUT", "15", "seconds a request body has to arrive"),
+    ("MAX_BODY_BYTES", "65536", "the largest request body accepted (400 beyond, unread)"),
 )
 
 
@@ -181,6 +195,11 @@ class Settings:
     breaker_cooldown: float = 2.0  # RATE_LIMIT_BREAKER_COOLDOWN: seconds without Redis calls once open
     breaker_max_cooldown: float = 30.0  # RATE_LIMIT_BREAKER_MAX_COOLDOWN: cap of the growing cool-down
     access_log: str = "errors"  # ACCESS_LOG: which requests are logged: "all", "errors" (5xx) or "off"
+    max_connections: int | None = None  # MAX_CONNECTIONS; None: what the descriptor limit leaves (ulimit -n - 64)
+    header_timeout: float = 10.0  # HEADER_TIMEOUT: seconds a new connection has to send a request head
+    idle_timeout: float = 60.0  # IDLE_TIMEOUT: seconds a keep-alive connection may idle between requests
+    body_timeout: float = 15.0  # BODY_TIMEOUT: seconds a request body has to arrive
+    max_body_bytes: int = 65536  # MAX_BODY_BYTES: the largest request body accepted (400 beyond)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -210,6 +229,11 @@ class Settings:
                 environ, "RATE_LIMIT_BREAKER_MAX_COOLDOWN", cls.breaker_max_cooldown, 0, 3600, "seconds"
             ),
             access_log=_choice(environ, "ACCESS_LOG", cls.access_log, ACCESS_LOG_CHOICES),
+            max_connections=_max_connections(environ),
+            header_timeout=_number(environ, "HEADER_TIMEOUT", cls.header_timeout, 0, 3600, "seconds"),
+            idle_timeout=_number(environ, "IDLE_TIMEOUT", cls.idle_timeout, 0, 86400, "seconds"),
+            body_timeout=_number(environ, "BODY_TIMEOUT", cls.body_timeout, 0, 3600, "seconds"),
+            max_body_bytes=_integer(environ, "MAX_BODY_BYTES", cls.max_body_bytes, 0, 1 << 30),
         ).checked()
 
     def checked(self) -> Settings:

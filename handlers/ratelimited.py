@@ -233,11 +233,30 @@ class RateLimitedHandler(tornado.web.RequestHandler):
                 self.set_header(name, value)
             if not decision.allowed:
                 self.set_header("Retry-After", str(retry_after_seconds(decision)))
+                await self._before_answering_from_the_head()
                 self.finish_with_problem(429, quota_exceeded_problem(policy, decision))
         if token_error is not None:
             self.set_header("WWW-Authenticate", 'Bearer error="invalid_token"')
             problem = {"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": str(token_error)}
+            await self._before_answering_from_the_head()
             self.finish_with_problem(401, problem)
+
+    async def _before_answering_from_the_head(self) -> None:
+        """A request answered from prepare(): its body, if it has one, is never read, and its connection is
+        closed after the answer (said with ``Connection: close``). One without a body keeps its keep-alive
+        connection: Tornado reads a streamed request's (empty) body only once prepare() is done, and would
+        close a connection whose request was not read to its end, so prepare() lets it read now."""
+        headers = self.request.headers
+        if headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers:
+            self.set_header("Connection", "close")
+            return
+        prepared: asyncio.Future[None] | None = getattr(self, "_prepared_future", None)
+        body: asyncio.Future[None] | None = getattr(self.request, "_body_future", None)
+        if prepared is None or body is None:  # not streamed (a subclass undid it): the body was read
+            return
+        if not prepared.done():
+            prepared.set_result(None)  # the Finish that follows keeps Tornado from setting it again
+        await body
 
     def finish_with_problem(self, status: int, problem: Mapping[str, Any]) -> None:
         """Answer ``status`` with an RFC 9457 problem body, keeping the headers set so far."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from tests.service_process import ServiceProcess
+from tests.service_process import ServiceProcess, http_get
 
 pytestmark = pytest.mark.process
 
@@ -46,12 +47,23 @@ class TestDeniedBodies:
     ) -> None:
         """Token spent: a POST announcing a 1,000,000-byte body gets its 429 before sending any of it, and
         the server closes the connection instead of reading the body."""
-        urllib.request.urlopen(one_token_service.url + "/api/whoami", timeout=5).read()  # spends the token
+        http_get(one_token_service.url + "/api/whoami")  # spends the token (if an earlier test did not)
         with socket.create_connection(("127.0.0.1", one_token_service.port)) as sock:
             sock.sendall(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
             response = read_response(sock, timeout=5)
         assert response.startswith(b"HTTP/1.1 429 "), response[:200]
         assert b"quota-exceeded" in response and response.endswith(b"<closed>")
+        assert b"\r\nConnection: close\r\n" in response  # announced, so a proxy does not reuse it
+
+    def test_a_denied_request_without_a_body_keeps_its_connection(self, one_token_service: ServiceProcess) -> None:
+        """Three GETs on one keep-alive connection, the token spent: three 429s, and the connection stays
+        open (it used to be closed after the first, unannounced)."""
+        http_get(one_token_service.url + "/api/whoami")  # spends the token (if an earlier test did not)
+        with socket.create_connection(("127.0.0.1", one_token_service.port)) as sock:
+            for _ in range(3):
+                sock.sendall(b"GET /api/whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+                response = read_response(sock, timeout=1)
+                assert response.startswith(b"HTTP/1.1 429 ") and not response.endswith(b"<closed>"), response
 
     def test_an_allowed_request_still_gets_its_whole_body(self) -> None:
         """Allowed, a body sent in small pieces reaches the handler whole, form arguments parsed."""
@@ -71,3 +83,92 @@ class TestDeniedBodies:
         assert response.startswith(b"HTTP/1.1 200 ")
         echoed = json.loads(response.split(b"\r\n\r\n", 1)[1].removesuffix(b"<closed>"))
         assert echoed["body"] == body.decode()
+
+
+def metric(url: str, name: str) -> float:
+    """One sample of the service's /metrics, by its name with labels (0 when absent)."""
+    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+class TestSlowConnections:
+    DESCRIPTORS = 256  # ulimit -n of the service: it keeps 64 in reserve, so 192 client connections
+
+    @pytest.fixture
+    def low_ulimit_service(self) -> Iterator[ServiceProcess]:
+        command = ["sh", "-c", f"ulimit -n {self.DESCRIPTORS} && exec {sys.executable} -m tornado_rate_limiter"]
+        service = ServiceProcess({"HEADER_TIMEOUT": "2"}, command=command).start()
+        yield service
+        service.stop()
+
+    def test_a_crowd_of_slow_connections_cannot_lock_out_health(self, low_ulimit_service: ServiceProcess) -> None:
+        """300 connections that send half a request line and then nothing, against a process allowed 256
+        descriptors: /health still answers (the connection idle longest is closed to make room), no
+        descriptor error is ever logged, and the slow ones are closed once the header timeout passes."""
+        url = low_ulimit_service.url
+        slow = []
+        try:
+            for _ in range(300):
+                sock = socket.create_connection(("127.0.0.1", low_ulimit_service.port))
+                sock.sendall(b"GET /api/whoami HTTP/1.1\r\nHost: x")  # and never the end of the head
+                slow.append(sock)
+            for _ in range(5):
+                with urllib.request.urlopen(url + "/health", timeout=5) as response:
+                    assert response.status == 200
+            assert metric(url, 'rate_limit_connections_closed_total{reason="evicted"}') >= 300 - 192
+            assert metric(url, "rate_limit_open_connections") <= 192 + 1
+            time.sleep(2.5 + 0.5)  # the header timeout, and one sweep
+            assert metric(url, 'rate_limit_connections_closed_total{reason="header_timeout"}') > 0
+            assert read_response(slow[-1], timeout=2).endswith(b"<closed>")
+        finally:
+            for sock in slow:
+                sock.close()
+        log = low_ulimit_service.log()
+        assert "Too many open files" not in log and "Traceback" not in log, log[-2000:]
+        assert log.count("at the cap of") <= 3  # said at most once every few seconds
+
+
+class TestBodies:
+    @pytest.fixture
+    def short_body_service(self) -> Iterator[ServiceProcess]:
+        service = ServiceProcess({"BODY_TIMEOUT": "1", "MAX_BODY_BYTES": "1000"}).start()
+        yield service
+        service.stop()
+
+    def test_a_body_over_the_maximum_is_refused_from_its_length(self, short_body_service: ServiceProcess) -> None:
+        """Content-Length above MAX_BODY_BYTES: refused without reading it, and the connection closed."""
+        with socket.create_connection(("127.0.0.1", short_body_service.port)) as sock:
+            sock.sendall(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n")
+            response = read_response(sock, timeout=5)
+        assert response.startswith(b"HTTP/1.1 400 ") and response.endswith(b"<closed>"), response[:200]
+
+    def test_an_unfinished_body_is_dropped_after_the_body_timeout(self, short_body_service: ServiceProcess) -> None:
+        """An allowed request whose body stops coming: its connection is closed once BODY_TIMEOUT passes,
+        and the service goes on answering."""
+        with socket.create_connection(("127.0.0.1", short_body_service.port)) as sock:
+            sock.sendall(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 900)
+            started = time.monotonic()
+            response = read_response(sock, timeout=10)
+            waited = time.monotonic() - started
+        assert response.endswith(b"<closed>") and 0.9 <= waited < 8, (response[:200], waited)
+        assert urllib.request.urlopen(short_body_service.url + "/health", timeout=5).status == 200
+
+
+class TestLogFlood:
+    def test_a_flood_of_malformed_requests_writes_a_line_every_few_seconds(self) -> None:
+        """2,000 `GET / HTTP/2.0` requests (each a 'Malformed HTTP message' for Tornado): a line or two, the
+        next saying how many were held back, and not 2,000 lines."""
+        service = ServiceProcess().start()
+        try:
+            for _ in range(2000):
+                with socket.create_connection(("127.0.0.1", service.port)) as sock:
+                    sock.sendall(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n")
+                    read_response(sock, timeout=2)
+            log = service.log()
+        finally:
+            service.stop()
+        lines = [line for line in log.splitlines() if "Malformed HTTP message" in line]
+        assert 1 <= len(lines) <= 5, len(lines)

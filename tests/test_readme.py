@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -98,8 +99,8 @@ CHECK_SESSION = re.search(r"```console\n\$ REDIS_URL=(\S+) tornado-rate-limiter 
 
 @pytest.mark.process
 def test_check_session_shows_what_check_prints() -> None:
-    """The README's `--check` session, against a real Redis that wants a password: the same lines
-    (its port and the free one listened on aside; `(...)` stands for the server's own words)."""
+    """The README's `--check` session, against a real Redis that wants a password and with `ulimit -n 1024`:
+    the same lines (its port and the free one listened on aside; `(...)` stands for the server's words)."""
     assert CHECK_SESSION is not None
     url, shown = CHECK_SESSION.groups()
     server = RedisProcess().start()
@@ -114,6 +115,9 @@ def test_check_session_shows_what_check_prints() -> None:
                 "PORT": port,
                 "REDIS_URL": url.replace("6379", str(server.port)),
             },
+            preexec_fn=lambda: resource.setrlimit(
+                resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+            ),
             capture_output=True,
             text=True,
             timeout=30,

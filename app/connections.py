@@ -1,0 +1,190 @@
+"""GuardedHTTPServer: what a client can hold of the service is bounded, so slow and abusive clients cannot
+exhaust it (descriptors, memory) and /health and /metrics still answer.
+
+- A new connection must send a complete request head within ``header_timeout``; between requests a
+  keep-alive connection may stay idle ``idle_timeout``; a body must arrive within ``body_timeout``.
+- At most ``max_connections`` are open, below the descriptor limit (so ``accept()`` never fails with
+  EMFILE, which Tornado would log in a loop). At the cap, the connection that has waited longest for a
+  request head (a slow or idle client, never one whose request is being handled) is closed to make room,
+  so a crowd of idle connections cannot lock out a health check; only when every open connection is busy
+  is the new one closed at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import tornado.httpserver
+import tornado.httputil
+import tornado.ioloop
+import tornado.iostream
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+log = logging.getLogger("tornado_rate_limiter.connections")
+
+# Descriptors kept for everything but client connections: the listening sockets, the Redis pool (32 by
+# default), log files, and margin.
+RESERVED_DESCRIPTORS = 64
+_SWEEP_SECONDS = 0.5
+_LOG_INTERVAL = 5.0
+
+
+def descriptor_limit() -> int:
+    """The soft limit on open descriptors of this process (``ulimit -n``)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def default_max_connections() -> int:
+    """What the descriptor limit leaves for client connections, kept in reserve for the rest."""
+    return max(1, descriptor_limit() - RESERVED_DESCRIPTORS)
+
+
+@dataclass
+class _Client:
+    """What the server knows of one connection."""
+
+    waiting_since: float | None  # monotonic time it started waiting for a request head; None while busy
+    served: int = 0  # requests answered on it
+
+
+class ConnectionMetrics:
+    """Connections open, and closed by the server's bounds (by reason: cap, evicted, timeouts)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.open = Gauge("rate_limit_open_connections", "Client connections open.", registry=registry)
+        self.closed = Counter(
+            "rate_limit_connections_closed",
+            "Client connections the server closed to bound what clients hold: refused (at the cap, all busy), "
+            "evicted (waiting longest for a request head, to make room), header_timeout, idle_timeout.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("refused", "evicted", "header_timeout", "idle_timeout"):
+            self.closed.labels(reason)
+
+
+class GuardedHTTPServer(tornado.httpserver.HTTPServer):
+    """An HTTPServer with the bounds of the module docstring; ``registry`` receives its metrics."""
+
+    def initialize(  # type: ignore[override]  # Configurable's initialize takes the constructor's arguments
+        self,
+        request_callback: Any,
+        *,
+        registry: CollectorRegistry,
+        max_connections: int,
+        header_timeout: float,
+        idle_timeout: float,
+        body_timeout: float,
+        max_body_size: int,
+        **options: Any,
+    ) -> None:
+        # Tornado's own idle timeout is a backstop only: the sweep applies the finer rules.
+        super().initialize(
+            request_callback,
+            idle_connection_timeout=max(header_timeout, idle_timeout) + 1,
+            body_timeout=body_timeout,
+            max_body_size=max_body_size,
+            **options,
+        )
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.connection_metrics = ConnectionMetrics(registry)
+        self.connection_metrics.open.set_function(lambda: len(self._connections))
+        self._clients: dict[object, _Client] = {}
+        self._last_logged: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._sweeper = tornado.ioloop.PeriodicCallback(self._sweep, _SWEEP_SECONDS * 1000)
+        self._sweeper.start()
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple[Any, ...]) -> None:
+        if len(self._connections) >= self.max_connections and not self._evict_one():
+            stream.close()
+            self.connection_metrics.closed.labels("refused").inc()
+            self._log_at_most_every_few_seconds(
+                "refused", "at the cap of %d open connections, all busy: a new one was closed", self.max_connections
+            )
+            return
+        super().handle_stream(stream, address)
+
+    def start_request(
+        self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
+    ) -> tornado.httputil.HTTPMessageDelegate:
+        client = self._clients.get(server_conn)
+        if client is None:
+            client = self._clients[server_conn] = _Client(waiting_since=time.monotonic())
+        else:
+            client.waiting_since = time.monotonic()
+        return _Tracked(super().start_request(server_conn, request_conn), client)
+
+    def on_close(self, server_conn: object) -> None:
+        self._clients.pop(server_conn, None)
+        super().on_close(server_conn)
+
+    def stop(self) -> None:
+        self._sweeper.stop()
+        super().stop()
+
+    def _evict_one(self) -> bool:
+        """Close the connection that has waited longest for a request head; False if all are busy."""
+        waiting = [(client.waiting_since, conn) for conn, client in self._clients.items() if client.waiting_since]
+        if not waiting:
+            return False
+        _, oldest = min(waiting, key=lambda item: item[0])
+        self._close(oldest, "evicted")
+        self._log_at_most_every_few_seconds(
+            "evicted", "at the cap of %d open connections: closed the one idle longest", self.max_connections
+        )
+        return True
+
+    def _sweep(self) -> None:
+        """Close connections past their header or idle timeout."""
+        now = time.monotonic()
+        for conn, client in list(self._clients.items()):
+            if client.waiting_since is None:
+                continue
+            waited = now - client.waiting_since
+            if client.served == 0 and waited > self.header_timeout:
+                self._close(conn, "header_timeout")
+            elif client.served > 0 and waited > self.idle_timeout:
+                self._close(conn, "idle_timeout")
+
+    def _close(self, conn: object, reason: str) -> None:
+        self._clients.pop(conn, None)
+        conn.stream.close()  # type: ignore[attr-defined]  # an HTTP1ServerConnection; on_close follows
+        self.connection_metrics.closed.labels(reason).inc()
+
+    def _log_at_most_every_few_seconds(self, key: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last_logged.get(key, -_LOG_INTERVAL) < _LOG_INTERVAL:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        suppressed = self._suppressed.pop(key, 0)
+        self._last_logged[key] = now
+        log.warning(message + (f" ({suppressed} more since the last such line)" if suppressed else ""), *args)
+
+
+class _Tracked(tornado.httputil.HTTPMessageDelegate):
+    """Passes a request through, marking its connection busy from its head until its response is done."""
+
+    def __init__(self, inner: tornado.httputil.HTTPMessageDelegate, client: _Client) -> None:
+        self.inner, self.client = inner, client
+
+    def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> Any:
+        self.client.waiting_since = None
+        return self.inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Any:
+        return self.inner.data_received(chunk)
+
+    def finish(self) -> None:
+        self.client.served += 1
+        self.inner.finish()
+
+    def on_connection_close(self) -> None:
+        self.inner.on_connection_close()
