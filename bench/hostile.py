@@ -1,0 +1,182 @@
+"""`python -m bench.hostile [--tree PATH] [scenario ...]`: what hostile clients cost a service process.
+
+Each scenario starts `python -m tornado_rate_limiter` from ``--tree`` (this checkout by default; give a
+`git worktree` of an older commit for a before figure), attacks it over loopback, bounded in count and time,
+and prints one line of figures read off the process (/proc CPU and RSS, its log, its answers):
+
+  slow-heads   ulimit -n 256, 300 connections that send half a request line: /health, log, CPU
+  bodies       300 connections each sending all but 1,000 bytes of the largest body: RSS
+  denied-body  token spent, a POST sending a 20,000-byte body one byte per send: bytes read, CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.redis_process import end_process, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Service:
+    """The service from ``tree`` on a free port, its output in a file; ``ulimit`` caps its descriptors."""
+
+    def __init__(self, tree: Path, env: dict[str, str] | None = None, ulimit: int | None = None) -> None:
+        self.port = free_port()
+        self.log_path = Path(tempfile.mkstemp(prefix="rl-hostile-", suffix=".log")[1])
+        command = f"exec {sys.executable} -m tornado_rate_limiter"
+        if ulimit is not None:
+            command = f"ulimit -n {ulimit} && {command}"
+        environment = {
+            **os.environ,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "PYTHONPATH": str(tree),
+            **(env or {}),
+        }
+        environment.pop("REDIS_URL", None)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(["sh", "-c", command], env=environment, cwd=tree, stdout=log, stderr=log)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.05)
+        message = f"the service did not start: {self.log()[-500:]!r}"
+        raise RuntimeError(message)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().split()
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0]) // 1024
+
+    def log(self) -> bytes:
+        return self.log_path.read_bytes()
+
+    def stop(self) -> None:
+        end_process(self.process, grace=10)
+        self.log_path.unlink(missing_ok=True)
+
+
+def connect(port: int, payload: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(payload)
+    return sock
+
+
+def slow_heads(tree: Path) -> str:
+    service = Service(tree, ulimit=256)
+    try:
+        cpu = service.cpu_seconds()
+        slow = [connect(service.port, b"GET /api/whoami HTTP/1.1\r\nHost: x") for _ in range(300)]
+        answered = 0
+        for _ in range(5):
+            try:
+                urllib.request.urlopen(service.url + "/health", timeout=2).read()
+                answered += 1
+            except OSError:
+                pass
+        time.sleep(3)
+        cpu = service.cpu_seconds() - cpu
+        for sock in slow:
+            sock.close()
+        log = service.log()
+    finally:
+        service.stop()
+    return (
+        f"slow-heads: /health answered {answered} of 5; service CPU {cpu:.2f} s; log {len(log):,} bytes, "
+        f"{log.count(b'Too many open files'):,} EMFILE lines"
+    )
+
+
+def bodies(tree: Path) -> str:
+    service = Service(tree, env={"RATE_LIMIT_CAPACITY": "100000"})
+    try:
+        size = _largest_body(tree)
+        idle = service.rss_mb()
+        head = b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+        held = [connect(service.port, head + b"x" * (size - 1000)) for _ in range(300)]
+        time.sleep(2)
+        during = service.rss_mb()
+        for sock in held:
+            sock.close()
+    finally:
+        service.stop()
+    return f"bodies: largest body {size:,} bytes; RSS {idle} MB idle, {during} MB with 300 unfinished bodies"
+
+
+def _largest_body(tree: Path) -> int:
+    """The tree's default largest body: MAX_BODY_BYTES where it has the setting, else Tornado's 1 MiB."""
+    settings = (tree / "app" / "settings.py").read_text()
+    return 65536 if "max_body_bytes: int = 65536" in settings else 1024 * 1024
+
+
+def denied_body(tree: Path) -> str:
+    service = Service(tree, env={"RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_RATE": "0.001"})
+    try:
+        urllib.request.urlopen(service.url + "/api/whoami", timeout=5).read()  # spends the only token
+        cpu, started, size = service.cpu_seconds(), time.monotonic(), 20_000
+        sock = connect(service.port, b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        sent, answer = 0, b""
+        while sent < size and not answer:
+            try:
+                sent += sock.send(b"x")
+                answer = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                break
+        sock.setblocking(True)
+        sock.settimeout(10)
+        while b"\r\n\r\n" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+        waited = time.monotonic() - started
+        time.sleep(0.2)
+        cpu = service.cpu_seconds() - cpu
+        sock.close()
+    finally:
+        service.stop()
+    status = answer.split(b"\r\n", 1)[0].decode(errors="replace")
+    return (
+        f"denied-body: {status!r} after {waited:.2f} s, {sent:,} of {size:,} body bytes sent; service CPU {cpu:.2f} s"
+    )
+
+
+SCENARIOS: dict[str, Callable[[Path], str]] = {"slow-heads": slow_heads, "bodies": bodies, "denied-body": denied_body}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.hostile", description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout to run the service from")
+    parser.add_argument("scenarios", nargs="*", help=f"any of {', '.join(SCENARIOS)} (default: all)")
+    arguments = parser.parse_args(argv)
+    unknown = [name for name in arguments.scenarios if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {unknown[0]!r}")
+    for name in arguments.scenarios or SCENARIOS:
+        print(SCENARIOS[name](arguments.tree.resolve()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
