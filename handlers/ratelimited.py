@@ -128,17 +128,22 @@ class RateLimitedHandler(tornado.web.RequestHandler):
     rate_limit_decision: Decision | None = None
     rate_limit_identity_used: Identity | None = None
 
+    def __init__(self, application: tornado.web.Application, request: Any, **kwargs: Any) -> None:
+        super().__init__(application, request, **kwargs)
+        self._body_chunks: list[bytes] = []
+        body = getattr(request, "_body_future", None)  # set by Tornado for a handler that streams its body
+        if body is not None and type(self).data_received is RateLimitedHandler.data_received:
+            # Added before Tornado's _execute awaits the same future, so it runs first (callbacks run in the
+            # order added): the method finds the whole body, as Tornado gives it to a handler that does
+            # not stream. Here rather than in prepare(), so a subclass's own prepare() cannot lose it.
+            body.add_done_callback(self._body_complete)
+
     async def prepare(self) -> None:
         """Runs once the headers are in, before the body is read: checks the limit and finishes the request
-        itself when it is denied (its connection is then closed without reading the body). An allowed
-        request's body is read into ``self.request.body`` (and its arguments parsed) before the HTTP method
-        runs, as for any handler; a subclass that overrides ``data_received`` streams it instead."""
+        itself when it is denied (a body it has is then never read). An allowed request's body is read into
+        ``self.request.body`` (and its arguments parsed) before the HTTP method runs, as for any handler; a
+        subclass that overrides ``data_received`` streams it instead."""
         await self.check_rate_limit()
-        if type(self).data_received is RateLimitedHandler.data_received:
-            self._body_chunks: list[bytes] = []
-            # Runs before _execute resumes from the same future (callbacks run in the order added), so the
-            # method finds the whole body, as Tornado gives it to a handler that does not stream.
-            self.request._body_future.add_done_callback(self._body_complete)
 
     def data_received(self, chunk: bytes) -> None:
         """Keep a piece of an allowed request's body (the whole body is at most the server's max_body_size)."""

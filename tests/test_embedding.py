@@ -112,3 +112,39 @@ class TestBackendProtocol:
 
         allowed, remaining = asyncio.run(scenario())
         assert allowed and remaining == 4.0
+
+
+class FormHandler(RateLimitedHandler):
+    async def prepare(self) -> None:
+        await super().prepare()
+        self.started = True
+
+    def post(self) -> None:
+        self.write({"a": self.get_body_argument("a"), "size": len(self.request.body)})
+
+
+class NoSuperPrepareHandler(RateLimitedHandler):
+    def prepare(self) -> None:  # forgets super().prepare(): not limited, but its body must not be lost
+        pass
+
+    def post(self) -> None:
+        self.write({"body": self.request.body.decode()})
+
+
+class TestBodies:
+    @pytest.fixture
+    def app(self) -> tornado.web.Application:
+        routes = [(r"/form", FormHandler), (r"/raw", NoSuperPrepareHandler)]
+        return tornado.web.Application(routes, rate_limit=RateLimitConfig())
+
+    @pytest.mark.gen_test
+    async def test_an_allowed_request_gets_its_body_and_form_arguments(self, fetch: Fetch) -> None:
+        """The body a limited handler streams is whole in self.request.body, its form arguments parsed."""
+        response = await fetch("/form", method="POST", body="a=1&b=" + "x" * 10_000)
+        assert response.code == 200 and json.loads(response.body) == {"a": "1", "size": 10_006}
+
+    @pytest.mark.gen_test
+    async def test_a_subclass_whose_prepare_skips_super_still_gets_its_body(self, fetch: Fetch) -> None:
+        """The body is gathered whatever prepare() does: a subclass's own prepare cannot lose it."""
+        response = await fetch("/raw", method="POST", body="hello")
+        assert response.code == 200 and json.loads(response.body) == {"body": "hello"}
