@@ -1,0 +1,90 @@
+"""What the window algorithms share: their policy's shape, their stored state, and the search for the
+least wait after which a request passes."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from tornado_rate_limiter.limiter.bucket import MAX_REFILL_SECONDS
+
+_POLICY_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def _positive_finite(field: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        message = f"{field} must be a finite number > 0, got {value!r}"
+        raise ValueError(message)
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowPolicy:
+    """``limit`` units of cost per ``window`` seconds; windows are aligned to the Unix epoch (UTC), so a
+    86,400 s window resets at 00:00 UTC. ``name`` as a token bucket's: 1-64 of ``A-Z a-z 0-9 _ . -``."""
+
+    limit: float
+    window: float
+    name: str = "default"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "limit", _positive_finite("limit", self.limit))
+        object.__setattr__(self, "window", _positive_finite("window", self.window))
+        if self.window > MAX_REFILL_SECONDS:
+            message = f"window must be at most {MAX_REFILL_SECONDS:g} s (31 years), got {self.window!r}"
+            raise ValueError(message)
+        if not isinstance(self.name, str) or not _POLICY_NAME.fullmatch(self.name):
+            message = f"name must be 1-64 characters of A-Z a-z 0-9 _ . -, got {self.name!r}"
+            raise ValueError(message)
+
+    def validate_cost(self, cost: object) -> float:
+        """``cost`` as a float, or ValueError unless 0 < cost <= limit."""
+        number = _positive_finite("cost", cost)
+        if number > self.limit:
+            message = f"cost must be at most the policy's limit {self.limit:g}, got {cost!r}"
+            raise ValueError(message)
+        return number
+
+
+class WindowState(NamedTuple):
+    """What a backend stores for one key: the window it counts in, and the cost admitted there."""
+
+    window_index: int  # floor(time / window) of the window counted in; never moves back
+    current: float  # cost admitted in window ``index``
+    previous: float = 0.0  # cost admitted in window ``index - 1`` (the sliding window's only)
+
+
+def in_window(state: WindowState | None, now: float, window: float) -> tuple[int, float]:
+    """The window index at ``now`` and the time to decide at: a ``now`` before the stored window's start
+    is taken as that start, so time going back never moves a stored window back."""
+    index = math.floor(now / window)
+    if state is not None and index < state.window_index:
+        return state.window_index, state.window_index * window
+    return index, now
+
+
+def least_wait(passes: Callable[[float], bool], now: float, guess: float) -> float:
+    """The least ``wait`` >= 0 with ``passes(now + wait)``, to the representable time, from a closed-form
+    ``guess`` that floating point may put a rounding error or a few off, either way."""
+    wait = max(0.0, guess)
+    if not passes(now + wait):  # short: double the step to overshoot, then bisect back
+        short, step = wait, math.ulp(now + wait)
+        while not passes(now + wait):
+            short, wait, step = wait, wait + step, step * 2
+        while (middle := short + (wait - short) / 2) not in (short, wait) and now + middle not in (
+            now + short,
+            now + wait,
+        ):
+            if passes(now + middle):
+                wait = middle
+            else:
+                short = middle
+    for _ in range(64):  # long by a few representable times: step back while an earlier one passes too
+        earlier = math.nextafter(now + wait, -math.inf) - now
+        if not 0 <= earlier < wait or not passes(now + earlier):
+            break
+        wait = earlier
+    return wait
