@@ -19,7 +19,7 @@ DEFAULT_EXPIRY_SLACK = 1.0
 MAX_REFILL_SECONDS = 1e9
 
 
-def _positive_finite(field: str, value: object) -> float:
+def positive_finite(field: str, value: object) -> float:
     """Return ``value`` as a float, or raise ValueError naming ``field``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         message = f"{field} must be a finite number > 0, got {value!r}"
@@ -29,6 +29,13 @@ def _positive_finite(field: str, value: object) -> float:
         message = f"{field} must be a finite number > 0, got {value!r}"
         raise ValueError(message)
     return number
+
+
+def check_policy_name(name: object) -> None:
+    """ValueError unless ``name`` can name a policy in headers, keys and metrics."""
+    if not isinstance(name, str) or not _POLICY_NAME.fullmatch(name):
+        message = f"name must be 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}"
+        raise ValueError(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +51,9 @@ class Policy:
     name: str = "default"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "capacity", _positive_finite("capacity", self.capacity))
-        object.__setattr__(self, "refill_rate", _positive_finite("refill_rate", self.refill_rate))
-        if not isinstance(self.name, str) or not _POLICY_NAME.fullmatch(self.name):
-            message = f"name must be 1-64 characters of A-Z a-z 0-9 _ . -, got {self.name!r}"
-            raise ValueError(message)
+        object.__setattr__(self, "capacity", positive_finite("capacity", self.capacity))
+        object.__setattr__(self, "refill_rate", positive_finite("refill_rate", self.refill_rate))
+        check_policy_name(self.name)
         # The headers say in seconds how long refilling takes: a rate so small that one token or the whole
         # bucket takes forever (1e-320/s overflowed them; 1e-306/s made 308-digit headers) is no rate limit.
         slowest = max(self.fill_time, 1 / self.refill_rate)
@@ -86,7 +91,7 @@ class BucketState(NamedTuple):
 
 def validate_cost(cost: object, policy: Policy) -> float:
     """Return ``cost`` as a float, or raise ValueError unless 0 < cost <= capacity."""
-    number = _positive_finite("cost", cost)
+    number = positive_finite("cost", cost)
     if number > policy.capacity:
         message = f"cost must be at most the policy's capacity {policy.capacity:g}, got {cost!r}"
         raise ValueError(message)

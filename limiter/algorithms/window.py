@@ -4,21 +4,11 @@ least wait after which a request passes."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from tornado_rate_limiter.limiter.bucket import MAX_REFILL_SECONDS
-
-_POLICY_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-
-
-def _positive_finite(field: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        message = f"{field} must be a finite number > 0, got {value!r}"
-        raise ValueError(message)
-    return float(value)
+from tornado_rate_limiter.limiter.bucket import MAX_REFILL_SECONDS, check_policy_name, positive_finite
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,18 +21,16 @@ class WindowPolicy:
     name: str = "default"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "limit", _positive_finite("limit", self.limit))
-        object.__setattr__(self, "window", _positive_finite("window", self.window))
+        object.__setattr__(self, "limit", positive_finite("limit", self.limit))
+        object.__setattr__(self, "window", positive_finite("window", self.window))
         if self.window > MAX_REFILL_SECONDS:
             message = f"window must be at most {MAX_REFILL_SECONDS:g} s (31 years), got {self.window!r}"
             raise ValueError(message)
-        if not isinstance(self.name, str) or not _POLICY_NAME.fullmatch(self.name):
-            message = f"name must be 1-64 characters of A-Z a-z 0-9 _ . -, got {self.name!r}"
-            raise ValueError(message)
+        check_policy_name(self.name)
 
     def validate_cost(self, cost: object) -> float:
         """``cost`` as a float, or ValueError unless 0 < cost <= limit."""
-        number = _positive_finite("cost", cost)
+        number = positive_finite("cost", cost)
         if number > self.limit:
             message = f"cost must be at most the policy's limit {self.limit:g}, got {cost!r}"
             raise ValueError(message)
