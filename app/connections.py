@@ -2,12 +2,14 @@
 exhaust it (descriptors, memory) and /health and /metrics still answer.
 
 - A new connection must send a complete request head within ``header_timeout``; between requests a
-  keep-alive connection may stay idle ``idle_timeout``; a body must arrive within ``body_timeout``.
+  keep-alive connection may stay idle ``idle_timeout``; a body must arrive within ``body_timeout``; a
+  request must be answered, its response sent, within ``response_timeout`` (a client that reads nothing
+  would otherwise hold its connection busy forever).
 - At most ``max_connections`` are open, below the descriptor limit (so ``accept()`` never fails with
   EMFILE, which Tornado would log in a loop). At the cap, the connection that has waited longest for a
   request head (a slow or idle client, never one whose request is being handled) is closed to make room,
-  so a crowd of idle connections cannot lock out a health check; only when every open connection is busy
-  is the new one closed at once.
+  so a crowd of idle connections cannot lock out a health check; failing that, the one busy longest, if
+  for more than a second (a client that does not read its responses); only then is the new one closed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ log = logging.getLogger("tornado_rate_limiter.connections")
 # default), log files, and margin.
 RESERVED_DESCRIPTORS = 64
 _SWEEP_SECONDS = 0.5
+# At the cap, a connection busy this long may be closed to make room (a health check takes milliseconds).
+_BUSY_EVICTABLE_SECONDS = 1.0
 _LOG_INTERVAL = 5.0
 
 
@@ -50,6 +54,7 @@ class _Client:
 
     waiting_since: float | None  # monotonic time it started waiting for a request head; None while busy
     served: int = 0  # requests answered on it
+    busy_since: float | None = None  # monotonic time its current request's head arrived; None while waiting
 
 
 class ConnectionMetrics:
@@ -60,11 +65,11 @@ class ConnectionMetrics:
         self.closed = Counter(
             "rate_limit_connections_closed",
             "Client connections the server closed to bound what clients hold: refused (at the cap, all busy), "
-            "evicted (waiting longest for a request head, to make room), header_timeout, idle_timeout.",
+            "evicted (idle or busy longest, to make room), header_timeout, idle_timeout, response_timeout.",
             ["reason"],
             registry=registry,
         )
-        for reason in ("refused", "evicted", "header_timeout", "idle_timeout"):
+        for reason in ("refused", "evicted", "header_timeout", "idle_timeout", "response_timeout"):
             self.closed.labels(reason)
 
 
@@ -80,6 +85,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         header_timeout: float,
         idle_timeout: float,
         body_timeout: float,
+        response_timeout: float,
         max_body_size: int,
         **options: Any,
     ) -> None:
@@ -94,6 +100,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
+        self.response_timeout = response_timeout
         self.connection_metrics = ConnectionMetrics(registry)
         self.connection_metrics.open.set_function(lambda: len(self._connections))
         self._clients: dict[object, _Client] = {}
@@ -119,7 +126,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         if client is None:
             client = self._clients[server_conn] = _Client(waiting_since=time.monotonic())
         else:
-            client.waiting_since = time.monotonic()
+            client.waiting_since, client.busy_since = time.monotonic(), None
         return _Tracked(super().start_request(server_conn, request_conn), client)
 
     def on_close(self, server_conn: object) -> None:
@@ -131,14 +138,21 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         super().stop()
 
     def _evict_one(self) -> bool:
-        """Close the connection that has waited longest for a request head; False if all are busy."""
+        """Close the connection idle longest, else the one busy longest if for over a second; False if none."""
+        now = time.monotonic()
         waiting = [(client.waiting_since, conn) for conn, client in self._clients.items() if client.waiting_since]
-        if not waiting:
+        stuck = [
+            (client.busy_since, conn)
+            for conn, client in self._clients.items()
+            if client.busy_since is not None and now - client.busy_since > _BUSY_EVICTABLE_SECONDS
+        ]
+        candidates = waiting or stuck
+        if not candidates:
             return False
-        _, oldest = min(waiting, key=lambda item: item[0])
+        _, oldest = min(candidates, key=lambda item: item[0])
         self._close(oldest, "evicted")
         self._log_at_most_every_few_seconds(
-            "evicted", "at the cap of %d open connections: closed the one idle longest", self.max_connections
+            "evicted", "at the cap of %d open connections: closed the one idle or busy longest", self.max_connections
         )
         return True
 
@@ -147,6 +161,8 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         now = time.monotonic()
         for conn, client in list(self._clients.items()):
             if client.waiting_since is None:
+                if client.busy_since is not None and now - client.busy_since > self.response_timeout:
+                    self._close(conn, "response_timeout")
                 continue
             waited = now - client.waiting_since
             if client.served == 0 and waited > self.header_timeout:
@@ -176,7 +192,7 @@ class _Tracked(tornado.httputil.HTTPMessageDelegate):
         self.inner, self.client = inner, client
 
     def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> Any:
-        self.client.waiting_since = None
+        self.client.waiting_since, self.client.busy_since = None, time.monotonic()
         return self.inner.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Any:

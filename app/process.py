@@ -72,6 +72,7 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
         header_timeout=settings.header_timeout,
         idle_timeout=settings.idle_timeout,
         body_timeout=settings.body_timeout,
+        response_timeout=settings.response_timeout,
         max_body_size=settings.max_body_bytes,
     )
     server.add_sockets(sockets)

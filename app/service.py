@@ -57,18 +57,26 @@ def make_rate_limit_config(settings: Settings, limiter: RateLimiter | None = Non
 
 
 class _CountedRequest(tornado.httputil.HTTPMessageDelegate):
-    """Passes a request through, counting it in flight from its headers until its handler logs it.
+    """Passes a request through, counting it in flight from its headers until it ends: its handler logs
+    it, or its connection closes first, whichever comes first (a 429 answered from the head closes the
+    connection after the handler has logged; it must not end twice).
 
     Counting starts at the headers, not at start_request: a keep-alive connection starts a request that
     never comes and is never told when the client goes away.
     """
 
-    def __init__(self, inner: tornado.httputil.HTTPMessageDelegate, application: ServiceApplication) -> None:
-        self.inner, self.application = inner, application
+    def __init__(
+        self,
+        inner: tornado.httputil.HTTPMessageDelegate,
+        application: ServiceApplication,
+        request_conn: tornado.httputil.HTTPConnection,
+    ) -> None:
+        self.inner, self.application, self.request_conn = inner, application, request_conn
         self.counted = False
 
     def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> Any:
         self.application.in_flight += 1
+        self.application.counted[self.request_conn] = self
         self.counted = True
         return self.inner.headers_received(start_line, headers)
 
@@ -80,8 +88,14 @@ class _CountedRequest(tornado.httputil.HTTPMessageDelegate):
 
     def on_connection_close(self) -> None:
         self.inner.on_connection_close()
-        if self.counted:  # closed before the handler ran: it never logs
+        self.end()
+
+    def end(self) -> None:
+        """The request is over: no longer in flight (once, however many ways it ends)."""
+        if self.counted:
+            self.counted = False
             self.application.in_flight -= 1
+            self.application.counted.pop(self.request_conn, None)
 
 
 class ServiceApplication(tornado.web.Application):
@@ -89,11 +103,17 @@ class ServiceApplication(tornado.web.Application):
 
     in_flight = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counted: dict[object, _CountedRequest] = {}  # by request connection, while in flight
+
     def start_request(self, server_conn: object, request_conn: tornado.httputil.HTTPConnection) -> Any:
-        return _CountedRequest(super().start_request(server_conn, request_conn), self)
+        return _CountedRequest(super().start_request(server_conn, request_conn), self, request_conn)
 
     def log_request(self, handler: tornado.web.RequestHandler) -> None:
-        self.in_flight -= 1
+        counted = self.counted.get(handler.request.connection)
+        if counted is not None:
+            counted.end()
         access_log = self.settings.get("access_log", "all")
         if access_log == "all" or (access_log == "errors" and handler.get_status() >= 500):
             super().log_request(handler)

@@ -167,6 +167,7 @@ SETTINGS_HELP = (
     ("HEADER_TIMEOUT", "10", "seconds a new connection has to send its request head"),
     ("IDLE_TIMEOUT", "60", "seconds a keep-alive connection may stay idle between requests"),
     ("BODY_TIMEOUT", "15", "seconds a request body has to arrive"),
+    ("RESPONSE_TIMEOUT", "30", "seconds from a request's head until its response is sent (read by the client)"),
     ("MAX_BODY_BYTES", "65536", "the largest request body accepted (400 beyond, unread)"),
 )
 
@@ -199,6 +200,7 @@ class Settings:
     header_timeout: float = 10.0  # HEADER_TIMEOUT: seconds a new connection has to send a request head
     idle_timeout: float = 60.0  # IDLE_TIMEOUT: seconds a keep-alive connection may idle between requests
     body_timeout: float = 15.0  # BODY_TIMEOUT: seconds a request body has to arrive
+    response_timeout: float = 30.0  # RESPONSE_TIMEOUT: seconds from a request's head to its response sent
     max_body_bytes: int = 65536  # MAX_BODY_BYTES: the largest request body accepted (400 beyond)
 
     @classmethod
@@ -233,6 +235,7 @@ class Settings:
             header_timeout=_number(environ, "HEADER_TIMEOUT", cls.header_timeout, 0, 3600, "seconds"),
             idle_timeout=_number(environ, "IDLE_TIMEOUT", cls.idle_timeout, 0, 86400, "seconds"),
             body_timeout=_number(environ, "BODY_TIMEOUT", cls.body_timeout, 0, 3600, "seconds"),
+            response_timeout=_number(environ, "RESPONSE_TIMEOUT", cls.response_timeout, 0, 3600, "seconds"),
             max_body_bytes=_integer(environ, "MAX_BODY_BYTES", cls.max_body_bytes, 0, 1 << 30),
         ).checked()
 

@@ -14,6 +14,8 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import jwt
+import tornado.httputil
+import tornado.log
 import tornado.web
 
 from tornado_rate_limiter.handlers.client_ip import (
@@ -150,10 +152,41 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         self._body_chunks.append(chunk)
 
     def _body_complete(self, received: asyncio.Future[None]) -> None:
-        if not received.cancelled() and received.exception() is None:
-            self.request.body = b"".join(self._body_chunks)
-            self._body_chunks = []
+        """The whole body is in: give it to the method as Tornado would, or answer instead when it is
+        malformed (400) or its form's XSRF token is wrong (403), as Tornado does before prepare()."""
+        if received.cancelled() or received.exception() is not None:
+            return
+        self.request.body = b"".join(self._body_chunks)
+        self._body_chunks = []
+        try:
             self.request._parse_body()
+            if self._xsrf_check_waits_for_the_body:
+                super().check_xsrf_cookie()
+        except tornado.httputil.HTTPInputError as exc:
+            tornado.log.gen_log.warning("Invalid body from %s: %s", self.request.remote_ip, exc)  # rate limited
+            self._answer_instead_of_the_method(400)
+        except tornado.web.HTTPError as exc:
+            self._answer_instead_of_the_method(exc.status_code)
+
+    def _answer_instead_of_the_method(self, status: int) -> None:
+        """Answer ``status`` now; Tornado calls the HTTP method next (nothing else runs between the body and
+        it), so this request's method becomes a no-op."""
+        setattr(self, str(self.request.method).lower(), lambda *args, **kwargs: None)
+        self.send_error(status)
+
+    _xsrf_check_waits_for_the_body = False
+
+    def check_xsrf_cookie(self) -> None:
+        """Tornado checks the XSRF token before prepare(), when a streamed body (and the ``_xsrf`` field of
+        a form in it) has not arrived yet: without a token in the headers, the check waits for the body."""
+        try:
+            super().check_xsrf_cookie()
+        except tornado.web.HTTPError:
+            headers = self.request.headers
+            if not self._body_chunks and (headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers):
+                self._xsrf_check_waits_for_the_body = True
+                return
+            raise
 
     @property
     def rate_limit_config(self) -> RateLimitConfig:

@@ -52,12 +52,18 @@ async def loop_time_deadline(timeout: float) -> AsyncIterator[None]:
         expired = True
         task.cancel()
 
+    cancelling = task.cancelling()  # cancellations asked for before: not ours to turn into a timeout
+    uncancelled = False
     handle = loop.call_at(last + step, check)
     try:
         yield
     except asyncio.CancelledError:
-        if expired and task.uncancel() == 0:
-            raise TimeoutError from None
+        if expired:
+            uncancelled = True
+            if task.uncancel() <= cancelling:
+                raise TimeoutError from None
         raise
     finally:
         handle.cancel()
+        if expired and not uncancelled:  # the body turned our cancellation into another error: undo it
+            task.uncancel()

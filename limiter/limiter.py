@@ -119,7 +119,7 @@ class RateLimiter:
         if evicts and not self._warned_eviction:
             log.warning(
                 "Redis may evict limit keys (maxmemory-policy %s): an evicted bucket is full again, so limits "
-                "leak under memory pressure; use noeviction (or volatile-ttl) on a Redis of its own",
+                "leak under memory pressure; use noeviction on a Redis of its own",
                 getattr(self.primary, "eviction_policy", "?"),
             )
         self._warned_eviction = bool(evicts)

@@ -50,9 +50,9 @@ DEFAULT_KEY_PREFIX = "rl:"
 # decision may; it runs at start and in the breaker's probe, where no request waits for it.
 DEFAULT_CONNECT_TIMEOUT = 1.0
 # maxmemory policies that may evict a bucket (which then reads full): every key of ours has a TTL, so the
-# volatile-* ones too; volatile-ttl evicts the buckets nearest to full first, and noeviction none.
+# volatile-* ones too (volatile-ttl evicts the buckets nearest to full first: the least harm, still some).
 EVICTING_POLICIES = frozenset(
-    {"allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu", "volatile-random"}
+    {"allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"}
 )
 _SCRIPT_ARGS = 5  # capacity, refill_rate, cost, now, slack_ms
 
@@ -172,8 +172,8 @@ class RedisBackend:
         self.evicts_keys = await self._read_eviction(timeout)
 
     async def _read_eviction(self, timeout: float) -> bool | None:
-        """Whether Redis may evict our keys (every one has a TTL): maxmemory set with an ``allkeys-*`` or
-        ``volatile-*`` policy other than ``volatile-ttl``, which evicts the buckets nearest to full first.
+        """Whether Redis may evict our keys (every one has a TTL): maxmemory set with any policy but
+        ``noeviction``.
         None when Redis does not say (CONFIG renamed or denied, as on some managed services)."""
         try:
             async with loop_time_deadline(timeout):

@@ -27,7 +27,7 @@ def connected_health(server: RedisProcess) -> tuple[dict[str, object], float | N
         (("--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"), True),
         (("--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru"), True),  # every key of ours has a TTL
         (("--maxmemory", "4mb", "--maxmemory-policy", "noeviction"), False),
-        (("--maxmemory", "4mb", "--maxmemory-policy", "volatile-ttl"), False),
+        (("--maxmemory", "4mb", "--maxmemory-policy", "volatile-ttl"), True),  # nearest to full first, still
         (("--maxmemory", "0", "--maxmemory-policy", "allkeys-lru"), False),  # no limit: nothing is evicted
     ],
 )

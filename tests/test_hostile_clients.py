@@ -131,6 +131,40 @@ class TestSlowConnections:
         assert log.count("at the cap of") <= 3  # said at most once every few seconds
 
 
+class TestClientsThatDoNotRead:
+    def test_clients_that_never_read_their_responses_cannot_lock_out_health(self) -> None:
+        """MAX_CONNECTIONS=5 held by clients that pipeline /metrics requests and never read: at the cap, the
+        connection busy longest (over a second) is closed to make room, so /health answers."""
+        service = ServiceProcess({"MAX_CONNECTIONS": "5", "HEADER_TIMEOUT": "2", "IDLE_TIMEOUT": "3"}).start()
+        hogs = []
+        try:
+            for _ in range(5):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+                sock.connect(("127.0.0.1", service.port))
+                sock.setblocking(False)
+                try:
+                    for _ in range(2000):
+                        sock.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                except BlockingIOError:
+                    pass  # the server reads no further while its answers go unread
+                hogs.append(sock)
+            # Once their answers fill the socket buffers the hogs are stuck busy; a second later one of them
+            # may be closed to make room. Before, /health was refused for as long as they stayed.
+            deadline, answered = time.monotonic() + 10, False
+            while not answered and time.monotonic() < deadline:
+                try:
+                    answered = http_get(service.url + "/health")[0] == 200
+                except ConnectionError:
+                    time.sleep(0.5)
+            assert answered
+            assert metric(service.url, 'rate_limit_connections_closed_total{reason="evicted"}') >= 1
+        finally:
+            for sock in hogs:
+                sock.close()
+            service.stop()
+
+
 class TestBodies:
     @pytest.fixture
     def short_body_service(self) -> Iterator[ServiceProcess]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -11,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import HTTPResponse
 
-from tornado_rate_limiter.app import Settings
+from tornado_rate_limiter.app import ServiceApplication, Settings
 from tornado_rate_limiter.handlers import RateLimitedHandler
 from tornado_rate_limiter.handlers.headers import QUOTA_EXCEEDED
 from tornado_rate_limiter.limiter import RateLimiter
@@ -35,6 +36,20 @@ class TestRateLimitFlow:
         """Three requests pass (capacity 3), the fourth gets 429 and never reaches the handler."""
         statuses = [(await fetch("/api/whoami")).code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
+
+    @pytest.mark.gen_test
+    async def test_requests_answered_from_their_head_leave_nothing_in_flight(
+        self, fetch: Fetch, app: ServiceApplication
+    ) -> None:
+        """Denied POSTs with bodies (answered before the body, their connection closed): the count of
+        requests in flight that a shutdown waits on is back to 0, not below (it went to -1 per request)."""
+        for _ in range(3):
+            await fetch("/api/whoami")
+        for _ in range(3):
+            response = await fetch("/api/echo", method="POST", body="hello")
+            assert response.code in (429, 599)  # the client may see the close before the answer
+        await asyncio.sleep(0.1)  # the closes reach the server
+        assert app.in_flight == 0
 
     @pytest.mark.gen_test
     async def test_every_limited_response_carries_the_rate_limit_headers(self, fetch: Fetch) -> None:
