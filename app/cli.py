@@ -87,7 +87,8 @@ async def check(settings: Settings) -> int:
     print(
         f"clients    at most {settings.max_connections or default_max_connections()} connections; request head "
         f"within {settings.header_timeout:g} s, idle {settings.idle_timeout:g} s, body within "
-        f"{settings.body_timeout:g} s and {settings.max_body_bytes} bytes"
+        f"{settings.body_timeout:g} s and {settings.max_body_bytes} bytes, response sent within "
+        f"{settings.response_timeout:g} s"
     )
     print(f"policies   {describe_policy(settings.ip_policy)}; {describe_policy(settings.user_policy)}")
     if settings.redis_url is None:
@@ -109,6 +110,12 @@ async def check(settings: Settings) -> int:
         await limiter.close()
     elapsed_ms = (time.perf_counter() - started) * 1000
     print(f"redis      ready: connected, script loaded, one decision made ({elapsed_ms:.1f} ms)")
+    if limiter.primary.evicts_keys:
+        print(
+            f"warning: Redis may evict limit keys (maxmemory-policy {limiter.primary.eviction_policy}): an "
+            "evicted bucket is full again; use noeviction on a Redis of its own",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -2,9 +2,9 @@
 exhaust it (descriptors, memory) and /health and /metrics still answer.
 
 - A new connection must send a complete request head within ``header_timeout``; between requests a
-  keep-alive connection may stay idle ``idle_timeout``; a body must arrive within ``body_timeout``; a
-  request must be answered, its response sent, within ``response_timeout`` (a client that reads nothing
-  would otherwise hold its connection busy forever).
+  keep-alive connection may stay idle ``idle_timeout``; a body must arrive within ``body_timeout`` of
+  its head; a request must be answered, its response sent, within ``response_timeout`` of its body's end
+  (a client that reads nothing would otherwise hold its connection busy forever).
 - At most ``max_connections`` are open, below the descriptor limit (so ``accept()`` never fails with
   EMFILE, which Tornado would log in a loop). At the cap, the connection that has waited longest for a
   request head (a slow or idle client, never one whose request is being handled) is closed to make room,
@@ -55,6 +55,7 @@ class _Client:
     waiting_since: float | None  # monotonic time it started waiting for a request head; None while busy
     served: int = 0  # requests answered on it
     busy_since: float | None = None  # monotonic time its current request's head arrived; None while waiting
+    received_at: float | None = None  # monotonic time its current request's body was all in
 
 
 class ConnectionMetrics:
@@ -65,11 +66,12 @@ class ConnectionMetrics:
         self.closed = Counter(
             "rate_limit_connections_closed",
             "Client connections the server closed to bound what clients hold: refused (at the cap, all busy), "
-            "evicted (idle or busy longest, to make room), header_timeout, idle_timeout, response_timeout.",
+            "evicted (idle or busy longest, to make room), header_timeout, idle_timeout, body_timeout, "
+            "response_timeout.",
             ["reason"],
             registry=registry,
         )
-        for reason in ("refused", "evicted", "header_timeout", "idle_timeout", "response_timeout"):
+        for reason in ("refused", "evicted", "header_timeout", "idle_timeout", "body_timeout", "response_timeout"):
             self.closed.labels(reason)
 
 
@@ -89,17 +91,18 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         max_body_size: int,
         **options: Any,
     ) -> None:
-        # Tornado's own idle timeout is a backstop only: the sweep applies the finer rules.
+        # Tornado's own idle and body timeouts are backstops only: the sweep applies (and counts) the rules.
         super().initialize(
             request_callback,
             idle_connection_timeout=max(header_timeout, idle_timeout) + 1,
-            body_timeout=body_timeout,
+            body_timeout=body_timeout + 1,
             max_body_size=max_body_size,
             **options,
         )
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
+        self.body_timeout = body_timeout
         self.response_timeout = response_timeout
         self.connection_metrics = ConnectionMetrics(registry)
         self.connection_metrics.open.set_function(lambda: len(self._connections))
@@ -126,16 +129,23 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         if client is None:
             client = self._clients[server_conn] = _Client(waiting_since=time.monotonic())
         else:
-            client.waiting_since, client.busy_since = time.monotonic(), None
+            client.waiting_since, client.busy_since, client.received_at = time.monotonic(), None, None
         return _Tracked(super().start_request(server_conn, request_conn), client)
 
     def on_close(self, server_conn: object) -> None:
         self._clients.pop(server_conn, None)
         super().on_close(server_conn)
 
+    def busy_connections(self) -> int:
+        """Connections with a request under way: its head is in and its response not yet all sent."""
+        return sum(1 for client in self._clients.values() if client.busy_since is not None)
+
     def stop(self) -> None:
-        self._sweeper.stop()
+        """Stop accepting; the sweep goes on, so the timeouts still apply while requests drain."""
         super().stop()
+
+    def close_sweeper(self) -> None:
+        self._sweeper.stop()
 
     def _evict_one(self) -> bool:
         """Close the connection idle longest, else the one busy longest if for over a second; False if none."""
@@ -161,8 +171,11 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         now = time.monotonic()
         for conn, client in list(self._clients.items()):
             if client.waiting_since is None:
-                if client.busy_since is not None and now - client.busy_since > self.response_timeout:
-                    self._close(conn, "response_timeout")
+                if client.received_at is not None:
+                    if now - client.received_at > self.response_timeout:
+                        self._close(conn, "response_timeout")
+                elif client.busy_since is not None and now - client.busy_since > self.body_timeout:
+                    self._close(conn, "body_timeout")
                 continue
             waited = now - client.waiting_since
             if client.served == 0 and waited > self.header_timeout:
@@ -200,6 +213,7 @@ class _Tracked(tornado.httputil.HTTPMessageDelegate):
 
     def finish(self) -> None:
         self.client.served += 1
+        self.client.received_at = time.monotonic()
         self.inner.finish()
 
     def on_connection_close(self) -> None:

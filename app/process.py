@@ -22,12 +22,17 @@ log = logging.getLogger("tornado_rate_limiter")
 DRAIN_SECONDS = 10.0
 
 
-async def drain(application: ServiceApplication, deadline: float) -> None:
-    """Wait until no request is in flight, or until ``deadline`` (time.monotonic())."""
-    while application.in_flight > 0 and time.monotonic() < deadline:
+async def drain(application: ServiceApplication, server: GuardedHTTPServer, deadline: float) -> None:
+    """Wait until no request is in flight, its handler running or its response still being sent (to a
+    slow reader), or until ``deadline`` (time.monotonic())."""
+
+    def under_way() -> int:
+        return max(application.in_flight, server.busy_connections())
+
+    while under_way() > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    if application.in_flight > 0:
-        log.warning("stopping with %d request(s) still in flight", application.in_flight)
+    if under_way() > 0:
+        log.warning("stopping with %d request(s) still in flight", under_way())
 
 
 class ListenError(Exception):
@@ -82,9 +87,11 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("stopping: no new connections; finishing %d request(s) in flight", application.in_flight)
+    in_flight = max(application.in_flight, server.busy_connections())
+    log.info("stopping: no new connections; finishing %d request(s) in flight", in_flight)
     server.stop()
-    await drain(application, time.monotonic() + DRAIN_SECONDS)
+    await drain(application, server, time.monotonic() + DRAIN_SECONDS)
+    server.close_sweeper()
     await server.close_all_connections()
     await limiter.close()
     log.info("stopped")

@@ -73,6 +73,15 @@ class TestCheck:
         assert result.returncode == 0, result.stderr
         assert "redis      ready" in result.stdout
 
+    def test_a_redis_that_may_evict_limit_keys_is_warned_about(self) -> None:
+        """--check against maxmemory with allkeys-lru: still 0 (it can serve), with a warning on stderr."""
+        server = RedisProcess(extra_args=("--maxmemory", "10mb", "--maxmemory-policy", "allkeys-lru")).start()
+        try:
+            result = run("--check", env={"PORT": str(free_port()), "REDIS_URL": server.url})
+        finally:
+            server.stop()
+        assert result.returncode == 0 and "may evict limit keys (maxmemory-policy allkeys-lru)" in result.stderr
+
     def test_a_redis_that_cannot_serve_fails_in_one_line_with_the_password_hidden(self) -> None:
         """--check against nothing: exit 2, one line naming the cause; the URL shown hides the password."""
         url = f"redis://user:hunter2secret@127.0.0.1:{free_port()}/0"

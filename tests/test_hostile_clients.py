@@ -165,6 +165,34 @@ class TestClientsThatDoNotRead:
             service.stop()
 
 
+class TestDrain:
+    def test_sigterm_waits_for_answers_still_being_sent_to_a_slow_reader(self) -> None:
+        """A client pipelines /metrics requests and reads nothing for a second; on SIGTERM the drain counts
+        its unsent answer as in flight and waits (it used to say 0 and stop at once), then the client reads."""
+        service = ServiceProcess().start()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.connect(("127.0.0.1", service.port))
+        sock.setblocking(False)
+        try:
+            for _ in range(1500):
+                sock.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        except BlockingIOError:
+            pass
+        time.sleep(1.0)
+        service.terminate()
+        time.sleep(0.5)
+        assert service.process is not None and service.process.poll() is None  # still draining
+        sock.setblocking(True)
+        received = read_response(sock, timeout=12)
+        sock.close()
+        assert service.wait(timeout=15) == 0
+        log = service.log()
+        service.stop()
+        assert "finishing 0 request(s)" not in log, log[-1000:]
+        assert received.count(b"HTTP/1.1 200 ") >= 2
+
+
 class TestBodies:
     @pytest.fixture
     def short_body_service(self) -> Iterator[ServiceProcess]:
@@ -189,6 +217,22 @@ class TestBodies:
             waited = time.monotonic() - started
         assert response.endswith(b"<closed>") and 0.9 <= waited < 8, (response[:200], waited)
         assert urllib.request.urlopen(short_body_service.url + "/health", timeout=5).status == 200
+        assert metric(short_body_service.url, 'rate_limit_connections_closed_total{reason="body_timeout"}') == 1
+
+    def test_the_response_timeout_counts_from_the_end_of_the_body(self) -> None:
+        """BODY_TIMEOUT 4 s and RESPONSE_TIMEOUT 1 s: a body trickled over 2 s is still answered (the
+        response timeout starts once the body is in)."""
+        service = ServiceProcess({"BODY_TIMEOUT": "4", "RESPONSE_TIMEOUT": "1"}).start()
+        try:
+            with socket.create_connection(("127.0.0.1", service.port)) as sock:
+                sock.sendall(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 20\r\n\r\n")
+                for _ in range(20):
+                    sock.sendall(b"x")
+                    time.sleep(0.1)
+                response = read_response(sock, timeout=5)
+        finally:
+            service.stop()
+        assert response.startswith(b"HTTP/1.1 200 "), response[:200]
 
 
 class TestLogFlood:
