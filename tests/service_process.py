@@ -35,11 +35,11 @@ def wait_for_health(process: subprocess.Popen[bytes], url: str, timeout: float) 
             message = f"the process exited with {process.returncode}"
             raise RuntimeError(message)
         try:
-            urllib.request.urlopen(url, timeout=1).read()
+            urllib.request.urlopen(url, timeout=2).read()
             return
         except urllib.error.HTTPError:
             return
-        except (urllib.error.URLError, ConnectionError):
+        except OSError:  # refused, reset, or no answer yet (a service still connecting to Redis holds it)
             time.sleep(0.05)
     message = f"{url} did not answer within {timeout} s"
     raise RuntimeError(message)
