@@ -66,10 +66,10 @@ class ServiceProcess:
             self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
             wait_for_health(self.process, self.url + "/health", timeout)
-        except RuntimeError as exc:
+        except BaseException as exc:  # whatever went wrong, no process is left behind
             output = self.log()
             self.stop()
-            message = f"service did not start: {exc}: {output}"
+            message = f"service did not start: {exc!r}: {output}"
             raise RuntimeError(message) from None
         return self
 
