@@ -134,7 +134,9 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         super().__init__(application, request, **kwargs)
         self._body_chunks: list[bytes] = []
         body = getattr(request, "_body_future", None)  # set by Tornado for a handler that streams its body
-        if body is not None and type(self).data_received is RateLimitedHandler.data_received:
+        # Whether this handler gathers the body for its method (a subclass may stream it itself instead).
+        self._gathers_body = body is not None and type(self).data_received is RateLimitedHandler.data_received
+        if body is not None and self._gathers_body:
             # Added before Tornado's _execute awaits the same future, so it runs first (callbacks run in the
             # order added): the method finds the whole body, as Tornado gives it to a handler that does
             # not stream. Here rather than in prepare(), so a subclass's own prepare() cannot lose it.
@@ -178,15 +180,20 @@ class RateLimitedHandler(tornado.web.RequestHandler):
 
     def check_xsrf_cookie(self) -> None:
         """Tornado checks the XSRF token before prepare(), when a streamed body (and the ``_xsrf`` field of
-        a form in it) has not arrived yet: without a token in the headers, the check waits for the body."""
+        a form in it) has not arrived yet: without a token in the headers, the check waits for the body
+        this handler gathers. A subclass that streams the body itself gets Tornado's check as it is."""
         try:
             super().check_xsrf_cookie()
         except tornado.web.HTTPError:
-            headers = self.request.headers
-            if not self._body_chunks and (headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers):
+            if self._gathers_body and self._has_body():
                 self._xsrf_check_waits_for_the_body = True
                 return
             raise
+
+    def _has_body(self) -> bool:
+        """Whether the request announces a body (a length above 0, or chunks)."""
+        headers = self.request.headers
+        return headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers
 
     @property
     def rate_limit_config(self) -> RateLimitConfig:
@@ -284,8 +291,7 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         closed after the answer (said with ``Connection: close``). One without a body keeps its keep-alive
         connection: Tornado reads a streamed request's (empty) body only once prepare() is done, and would
         close a connection whose request was not read to its end, so prepare() lets it read now."""
-        headers = self.request.headers
-        if headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers:
+        if self._has_body():
             self.set_header("Connection", "close")
             return
         prepared: asyncio.Future[None] | None = getattr(self, "_prepared_future", None)
