@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Sequence
 
-from tornado_rate_limiter.app.connections import default_max_connections
 from tornado_rate_limiter.app.log_limits import CLIENT_CAUSED, limit_repeated_logs
 from tornado_rate_limiter.app.process import ListenError, bind, serve
 from tornado_rate_limiter.app.service import build_limiter
@@ -85,7 +84,7 @@ async def check(settings: Settings) -> int:
         return CONFIGURATION_ERROR
     print(f"listen     {settings.address}")
     print(
-        f"clients    at most {settings.max_connections or default_max_connections()} connections; request head "
+        f"clients    at most {settings.connection_cap} connections; request head "
         f"within {settings.header_timeout:g} s, idle {settings.idle_timeout:g} s, body within "
         f"{settings.body_timeout:g} s and {settings.max_body_bytes} bytes, response sent within "
         f"{settings.response_timeout:g} s"

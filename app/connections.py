@@ -34,7 +34,6 @@ RESERVED_DESCRIPTORS = 64
 _SWEEP_SECONDS = 0.5
 # At the cap, a connection busy this long may be closed to make room (a health check takes milliseconds).
 _BUSY_EVICTABLE_SECONDS = 1.0
-_LOG_INTERVAL = 5.0
 
 
 def descriptor_limit() -> int:
@@ -107,8 +106,6 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         self.connection_metrics = ConnectionMetrics(registry)
         self.connection_metrics.open.set_function(lambda: len(self._connections))
         self._clients: dict[object, _Client] = {}
-        self._last_logged: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
         self._sweeper = tornado.ioloop.PeriodicCallback(self._sweep, _SWEEP_SECONDS * 1000)
         self._sweeper.start()
 
@@ -116,9 +113,8 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         if len(self._connections) >= self.max_connections and not self._evict_one():
             stream.close()
             self.connection_metrics.closed.labels("refused").inc()
-            self._log_at_most_every_few_seconds(
-                "refused", "at the cap of %d open connections, all busy: a new one was closed", self.max_connections
-            )
+            # Clients can cause this line: app/log_limits.py lets it through at most once every few seconds.
+            log.warning("at the cap of %d open connections, all busy: a new one was closed", self.max_connections)
             return
         super().handle_stream(stream, address)
 
@@ -161,9 +157,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
             return False
         _, oldest = min(candidates, key=lambda item: item[0])
         self._close(oldest, "evicted")
-        self._log_at_most_every_few_seconds(
-            "evicted", "at the cap of %d open connections: closed the one idle or busy longest", self.max_connections
-        )
+        log.warning("at the cap of %d open connections: closed the one idle or busy longest", self.max_connections)
         return True
 
     def _sweep(self) -> None:
@@ -187,15 +181,6 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         self._clients.pop(conn, None)
         conn.stream.close()  # type: ignore[attr-defined]  # an HTTP1ServerConnection; on_close follows
         self.connection_metrics.closed.labels(reason).inc()
-
-    def _log_at_most_every_few_seconds(self, key: str, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last_logged.get(key, -_LOG_INTERVAL) < _LOG_INTERVAL:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        suppressed = self._suppressed.pop(key, 0)
-        self._last_logged[key] = now
-        log.warning(message + (f" ({suppressed} more since the last such line)" if suppressed else ""), *args)
 
 
 class _Tracked(tornado.httputil.HTTPMessageDelegate):

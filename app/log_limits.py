@@ -11,8 +11,9 @@ import logging
 import time
 from collections.abc import Callable
 
-# Tornado's loggers for what clients send (malformed requests, bugs they trigger), and the service's own.
-CLIENT_CAUSED = ("tornado.general", "tornado.application", "tornado_rate_limiter")
+# Tornado's loggers for what clients send (malformed requests, bugs they trigger), and the service's own
+# for connections closed at its bounds. (Redis errors are limited where they are logged, limiter/limiter.py.)
+CLIENT_CAUSED = ("tornado.general", "tornado.application", "tornado_rate_limiter.connections")
 _MAX_TEMPLATES = 1024
 
 

@@ -12,7 +12,7 @@ import time
 
 import tornado.netutil
 
-from tornado_rate_limiter.app.connections import GuardedHTTPServer, default_max_connections
+from tornado_rate_limiter.app.connections import GuardedHTTPServer
 from tornado_rate_limiter.app.service import ServiceApplication, make_app
 from tornado_rate_limiter.app.settings import Settings
 from tornado_rate_limiter.handlers import SETTINGS_KEY
@@ -73,7 +73,7 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     server = GuardedHTTPServer(
         application,
         registry=limiter.metrics.registry,
-        max_connections=settings.max_connections or default_max_connections(),
+        max_connections=settings.connection_cap,
         header_timeout=settings.header_timeout,
         idle_timeout=settings.idle_timeout,
         body_timeout=settings.body_timeout,

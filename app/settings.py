@@ -269,6 +269,11 @@ class Settings:
         return self
 
     @property
+    def connection_cap(self) -> int:
+        """MAX_CONNECTIONS, or what the descriptor limit leaves when it is unset."""
+        return self.max_connections or default_max_connections()
+
+    @property
     def address(self) -> str:
         """HOST:PORT as one writes it in a URL (an IPv6 host in brackets)."""
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"

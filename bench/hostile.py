@@ -14,66 +14,37 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.redis_process import end_process, free_port
+from tests.service_process import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class Service:
-    """The service from ``tree`` on a free port, its output in a file; ``ulimit`` caps its descriptors."""
+class Service(ServiceProcess):
+    """The service from ``tree``, started; ``ulimit`` caps its descriptors; CPU and RSS read off /proc."""
 
     def __init__(self, tree: Path, env: dict[str, str] | None = None, ulimit: int | None = None) -> None:
-        self.port = free_port()
-        self.log_path = Path(tempfile.mkstemp(prefix="rl-hostile-", suffix=".log")[1])
         command = f"exec {sys.executable} -m tornado_rate_limiter"
         if ulimit is not None:
             command = f"ulimit -n {ulimit} && {command}"
-        environment = {
-            **os.environ,
-            "PORT": str(self.port),
-            "HOST": "127.0.0.1",
-            "PYTHONPATH": str(tree),
-            **(env or {}),
-        }
-        environment.pop("REDIS_URL", None)
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(["sh", "-c", command], env=environment, cwd=tree, stdout=log, stderr=log)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(self.url + "/health", timeout=1).read()
-                return
-            except OSError:
-                time.sleep(0.05)
-        message = f"the service did not start: {self.log()[-500:]!r}"
-        raise RuntimeError(message)
+        super().__init__({"PYTHONPATH": str(tree), **(env or {})}, command=["sh", "-c", command], cwd=tree)
+        self.start()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def _proc(self, name: str) -> str:
+        assert self.process is not None
+        return Path(f"/proc/{self.process.pid}/{name}").read_text()
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().split()
+        fields = self._proc("stat").split()
         return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(status.split("VmRSS:")[1].split()[0]) // 1024
-
-    def log(self) -> bytes:
-        return self.log_path.read_bytes()
-
-    def stop(self) -> None:
-        end_process(self.process, grace=10)
-        self.log_path.unlink(missing_ok=True)
+        return int(self._proc("status").split("VmRSS:")[1].split()[0]) // 1024
 
 
 def connect(port: int, payload: bytes) -> socket.socket:
@@ -102,8 +73,8 @@ def slow_heads(tree: Path) -> str:
     finally:
         service.stop()
     return (
-        f"slow-heads: /health answered {answered} of 5; service CPU {cpu:.2f} s; log {len(log):,} bytes, "
-        f"{log.count(b'Too many open files'):,} EMFILE lines"
+        f"slow-heads: /health answered {answered} of 5; service CPU {cpu:.2f} s; log {len(log.encode()):,} bytes, "
+        f"{log.count('Too many open files'):,} EMFILE lines"
     )
 
 

@@ -38,7 +38,7 @@ async def loop_time_deadline(timeout: float) -> AsyncIterator[None]:
     last = loop.time()
 
     def check() -> None:
-        nonlocal credited, last, handle, expired
+        nonlocal credited, last, handle
         now = loop.time()
         credited += min(now - last, step)  # a late check credits no more than the step it waited for
         last = now

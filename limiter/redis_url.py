@@ -44,7 +44,8 @@ def check_url(url: str) -> None:
     if parts.scheme not in SCHEMES:
         message = f"the scheme must be one of {', '.join(s + '://' for s in SCHEMES)}"
         raise ValueError(message)
-    unknown = sorted(set(parse_qs(parts.query, keep_blank_values=True)) - QUERY_PARAMETERS)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - QUERY_PARAMETERS)
     if unknown:
         message = f"unknown query parameter {unknown[0]!r} (known: {', '.join(sorted(QUERY_PARAMETERS))})"
         raise ValueError(message)
@@ -68,8 +69,8 @@ def check_url(url: str) -> None:
         _check_db(parts.path.strip("/"))
     if parts.scheme != "rediss" and "ssl_" in parts.query:
         raise ValueError("ssl_* parameters need a rediss:// URL (TLS with Cluster or Sentinel is not supported yet)")
-    _check_tls_parameters(parse_qs(parts.query))
-    if parts.scheme in CLUSTER_SCHEMES and parse_qs(parts.query).get("db", ["0"]) != ["0"]:
+    _check_tls_parameters(query)
+    if parts.scheme in CLUSTER_SCHEMES and query.get("db", ["0"]) != ["0"]:
         raise ValueError("a Redis Cluster has database 0 only: no ?db=")
     parse_url(_single_host_url(url))  # checks the values of the query parameters
 

@@ -48,9 +48,10 @@ def wait_for_health(process: subprocess.Popen[bytes], url: str, timeout: float) 
 class ServiceProcess:
     """One service process; its output goes to a log file that tests can read."""
 
-    def __init__(self, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, command: list[str] | None = None, cwd: Path = ROOT) -> None:
         self.port = free_port()
         self.command = command or [sys.executable, "-m", "tornado_rate_limiter"]
+        self.cwd = cwd  # the checkout it runs from (``python -m`` imports from there first)
         base = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "JWT_SECRET")}
         self.env = {**base, "PORT": str(self.port), "HOST": "127.0.0.1", "PYTHONPATH": str(ROOT), **(env or {})}
         self.log_path = Path(tempfile.mkstemp(prefix="rl-service-", suffix=".log")[1])
@@ -63,7 +64,9 @@ class ServiceProcess:
     def start(self, timeout: float = 15.0) -> ServiceProcess:
         """Start the process and wait until it answers HTTP (GET /health, any status)."""
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
+            )
         try:
             wait_for_health(self.process, self.url + "/health", timeout)
         except BaseException as exc:  # whatever went wrong, no process is left behind

@@ -147,6 +147,21 @@ class TestSlowConnections:
         assert log.count("at the cap of") <= 3  # said at most once every few seconds
 
 
+def pipelining_non_reader(port: int, requests: int, receive_buffer: int) -> socket.socket:
+    """A connection that pipelines up to ``requests`` GET /metrics and reads none of the answers (its
+    receive buffer small, so they back up into the server). Left non-blocking."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    try:
+        for _ in range(requests):
+            sock.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    except BlockingIOError:
+        pass  # the server reads no further while its answers go unread
+    return sock
+
+
 class TestClientsThatDoNotRead:
     def test_clients_that_never_read_their_responses_cannot_lock_out_health(self) -> None:
         """MAX_CONNECTIONS=5 held by clients that pipeline /metrics requests and never read: at the cap, the
@@ -155,16 +170,7 @@ class TestClientsThatDoNotRead:
         hogs = []
         try:
             for _ in range(5):
-                sock = socket.socket()
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-                sock.connect(("127.0.0.1", service.port))
-                sock.setblocking(False)
-                try:
-                    for _ in range(2000):
-                        sock.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                except BlockingIOError:
-                    pass  # the server reads no further while its answers go unread
-                hogs.append(sock)
+                hogs.append(pipelining_non_reader(service.port, requests=2000, receive_buffer=1024))
             # Once their answers fill the socket buffers the hogs are stuck busy; a second later one of them
             # may be closed to make room. Before, /health was refused for as long as they stayed.
             assert eventually(lambda: http_get(service.url + "/health")[0]) == 200
@@ -181,15 +187,7 @@ class TestDrain:
         """A client pipelines /metrics requests and reads nothing for a second; on SIGTERM the drain counts
         its unsent answer as in flight and waits (it used to say 0 and stop at once), then the client reads."""
         service = ServiceProcess().start()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-        sock.connect(("127.0.0.1", service.port))
-        sock.setblocking(False)
-        try:
-            for _ in range(1500):
-                sock.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        except BlockingIOError:
-            pass
+        sock = pipelining_non_reader(service.port, requests=1500, receive_buffer=2048)
         time.sleep(1.0)
         service.terminate()
         time.sleep(0.5)
