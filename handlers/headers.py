@@ -1,6 +1,8 @@
 """The rate-limit response headers and the 429 body, as pure functions of a policy and a decision.
 
-Draft IETF fields (``RateLimit-Policy``, ``RateLimit``) and the common ``X-RateLimit-*`` ones.
+Draft IETF fields (``RateLimit-Policy``, ``RateLimit``) and the common ``X-RateLimit-*`` ones, for any
+algorithm: the quota (``q``), the seconds it is counted over (``w``) and the time until quota comes back
+(``t``) are the algorithm's to say (``Algorithm.quota``, ``.period``, ``.next_reset``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ import math
 from functools import lru_cache
 from typing import Any
 
-from tornado_rate_limiter.limiter import Decision, Policy
+from tornado_rate_limiter.limiter import Decision
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
 
 QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 
@@ -19,22 +22,21 @@ def whole_seconds(seconds: float) -> int:
     return max(0, math.ceil(seconds))
 
 
-def next_token_after(policy: Policy, decision: Decision) -> int:
-    """Seconds until the next whole token (0 when the bucket is full): the ``t`` of ``RateLimit``."""
-    if decision.remaining >= policy.capacity:
-        return 0
-    target = min(policy.capacity, math.floor(decision.remaining) + 1)
-    return whole_seconds((target - decision.remaining) / policy.refill_rate)
+def next_token_after(policy: AnyPolicy, decision: Decision) -> int:
+    """The ``t`` of ``RateLimit`` in whole seconds: for a token bucket the time until the next whole
+    token (0 when full), for a window the time until its quota is whole again."""
+    return whole_seconds(algorithm_for(policy).next_reset(policy, decision))
 
 
 @lru_cache(maxsize=256)
-def _policy_fields(policy: Policy) -> tuple[str, str]:
+def _policy_fields(policy: AnyPolicy) -> tuple[str, str]:
     """What the headers say of the policy alone: the ``RateLimit-Policy`` and ``X-RateLimit-Limit`` values."""
-    capacity = math.floor(policy.capacity)
-    return f'"{policy.name}";q={capacity};w={whole_seconds(policy.fill_time)}', str(capacity)
+    algorithm = algorithm_for(policy)
+    quota = math.floor(algorithm.quota(policy))
+    return f'"{policy.name}";q={quota};w={whole_seconds(algorithm.period(policy))}', str(quota)
 
 
-def rate_limit_headers(policy: Policy, decision: Decision) -> dict[str, str]:
+def rate_limit_headers(policy: AnyPolicy, decision: Decision) -> dict[str, str]:
     """Headers for every limited response, allowed or denied."""
     policy_field, limit = _policy_fields(policy)
     remaining = math.floor(decision.remaining)
@@ -55,7 +57,7 @@ def retry_after_seconds(decision: Decision) -> int:
     return max(1, whole_seconds(decision.retry_after))
 
 
-def quota_exceeded_problem(policy: Policy, decision: Decision) -> dict[str, Any]:
+def quota_exceeded_problem(policy: AnyPolicy, decision: Decision) -> dict[str, Any]:
     """The RFC 9457 problem details body of a 429."""
     retry_after = retry_after_seconds(decision)
     return {

@@ -28,6 +28,7 @@ from tornado_rate_limiter.handlers.client_ip import (
 from tornado_rate_limiter.handlers.headers import quota_exceeded_problem, rate_limit_headers, retry_after_seconds
 from tornado_rate_limiter.handlers.identity import IP, USER, Identity
 from tornado_rate_limiter.limiter import Decision, LocalBackend, Policy, RateLimiter
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy
 
 SETTINGS_KEY = "rate_limit"  # where the Application's settings hold the RateLimitConfig
 
@@ -46,7 +47,7 @@ class RateLimitConfig:
     """
 
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(LocalBackend()))
-    policies: Mapping[str, Policy] = field(default_factory=default_policies)  # by identity kind: "ip", "user"
+    policies: Mapping[str, AnyPolicy] = field(default_factory=default_policies)  # by identity kind: "ip", "user"
     resolver: ClientAddressResolver = field(default_factory=ClientAddressResolver)
     forwarded_header: str = "x-forwarded-for"  # or "forwarded" (RFC 7239)
     ipv6_prefix: int = 64
@@ -116,7 +117,8 @@ class RateLimitedHandler(tornado.web.RequestHandler):
     """A RequestHandler limited per client: ``ip:<address>``, or ``user:<id>`` once ``current_user`` is set.
 
     Class attribute ``rate_limit_policy`` chooses the limit: ``APP_POLICIES`` (default) the application's
-    policy for each identity kind; a ``Policy`` for every client; a mapping such as ``{"user": Policy(...)}``
+    policy for each identity kind; a policy of any algorithm (``TokenBucket``, also named ``Policy``,
+    ``FixedWindow``, ``SlidingWindow``) for every client; a mapping such as ``{"user": FixedWindow(...)}``
     overriding some kinds (a kind mapped to None is not limited); ``None`` to exempt the handler.
 
     Override ``rate_limit_identity()``, ``rate_limit_key()`` or ``rate_limit_cost()`` to change who is
@@ -125,7 +127,7 @@ class RateLimitedHandler(tornado.web.RequestHandler):
     ``self.rate_limit_identity_used`` hold what was decided.
     """
 
-    rate_limit_policy: ClassVar[Policy | Mapping[str, Policy | None] | None] = APP_POLICIES
+    rate_limit_policy: ClassVar[AnyPolicy | Mapping[str, AnyPolicy | None] | None] = APP_POLICIES
 
     rate_limit_decision: Decision | None = None
     rate_limit_identity_used: Identity | None = None
@@ -200,15 +202,15 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         """The Application's ``rate_limit`` setting (RateLimitNotConfigured, saying what to add, without it)."""
         return rate_limit_config_of(self)
 
-    def rate_limit_policy_for(self, kind: str) -> Policy | None:
+    def rate_limit_policy_for(self, kind: str) -> AnyPolicy | None:
         """The policy for clients of ``kind`` on this handler, or None when they are not limited."""
         chosen = type(self).rate_limit_policy
         app_policy = self.rate_limit_config.policies.get(kind)
         if chosen is APP_POLICIES:
             return app_policy
-        if chosen is None or isinstance(chosen, Policy):
-            return chosen
-        return chosen.get(kind, app_policy)
+        if isinstance(chosen, Mapping):
+            return chosen.get(kind, app_policy)
+        return chosen
 
     def rate_limit_identity(self) -> Identity:
         """Who this request counts against: the user when ``current_user`` is set, else the client address.
@@ -233,7 +235,8 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         return identity.key
 
     def rate_limit_cost(self) -> float:
-        """Tokens this request takes: 1. Override to charge expensive requests more (at most the capacity)."""
+        """Units of quota this request takes: 1. Override to charge expensive requests more (at most the
+        policy's capacity or limit)."""
         return 1
 
     def client_ip(self) -> str:

@@ -1,11 +1,12 @@
 """tornado_rate_limiter.limiter: the framework-free core of the rate limiter (no tornado import here).
 
-policy = Policy(capacity=100, refill_rate=10.0, name="ip")
+policy = TokenBucket(capacity=100, refill_rate=10.0, name="ip")  # or FixedWindow(limit=1000, window=3600)
 decision = await RedisBackend.from_url("redis://localhost:6379/0").acquire("ip:203.0.113.7", policy)
 """
 
 from __future__ import annotations
 
+from tornado_rate_limiter.limiter.algorithms import FixedWindow, SlidingWindow, TokenBucket
 from tornado_rate_limiter.limiter.backend import Backend
 from tornado_rate_limiter.limiter.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from tornado_rate_limiter.limiter.bucket import Decision, Policy
@@ -23,10 +24,13 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "Decision",
+    "FixedWindow",
     "LimiterMetrics",
     "LocalBackend",
     "Policy",
     "RateLimiter",
     "RateLimiterError",
     "RedisBackend",
+    "SlidingWindow",
+    "TokenBucket",
 ]

@@ -1,4 +1,5 @@
-"""AutoPipeline: script calls made in the same event-loop turn go to Redis together, in one round trip.
+"""AutoPipeline: script calls made in the same event-loop turn go to Redis together, in one round trip,
+whichever of the algorithms' scripts each runs.
 
 The first call of a turn starts a task; the task runs on the loop's next turn, after every coroutine
 ready in this one has queued its call, and sends them all (up to MAX_BATCH per round trip). A lone call
@@ -30,6 +31,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from tornado_rate_limiter.limiter.algorithms import Script
 from tornado_rate_limiter.limiter.deadline import loop_time_deadline
 from tornado_rate_limiter.limiter.errors import BackendError
 from tornado_rate_limiter.limiter.redis_url import RedisClient, RedisCluster
@@ -46,6 +48,7 @@ _PENDING: Any = object()  # a reply not known yet
 class _Call(NamedTuple):
     """One script call waiting for the next round trip."""
 
+    script: Script
     key: str
     args: tuple[str, ...]
     packed: bytes  # the whole EVALSHA command in RESP
@@ -55,6 +58,12 @@ class _Call(NamedTuple):
 def _bulk(value: bytes) -> bytes:
     """One RESP bulk string."""
     return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+@lru_cache(maxsize=64)
+def _packed_head(sha: str, arg_count: int) -> bytes:
+    """EVALSHA <sha> 1 in RESP: all but the key and the arguments is the same in every call of a script."""
+    return b"*%d\r\n$7\r\nEVALSHA\r\n%s$1\r\n1\r\n" % (4 + arg_count, _bulk(sha.encode()))
 
 
 @lru_cache(maxsize=1024)
@@ -68,33 +77,31 @@ def _redirected(reply: Any) -> bool:
 
 
 class AutoPipeline:
-    """EVALSHA of one script, one key per call, pipelined per event-loop turn, each round trip bounded by
+    """EVALSHA of ``scripts``, one key per call, pipelined per event-loop turn, each round trip bounded by
     ``timeout`` seconds (waiting for a pooled connection included). ``round_trips`` counts them."""
 
-    def __init__(self, client: RedisClient, script: str, sha: str, arg_count: int, timeout: float) -> None:
+    def __init__(self, client: RedisClient, scripts: Sequence[Script], timeout: float) -> None:
         self.client = client
-        self.script = script
-        self.sha = sha
+        self.scripts = tuple(scripts)
         self.timeout = timeout
         self.round_trips = 0
-        # EVALSHA <sha> 1 <key> <args...>: all but the key and the arguments is the same in every call.
-        self._head = b"*%d\r\n$7\r\nEVALSHA\r\n%s$1\r\n1\r\n" % (4 + arg_count, _bulk(sha.encode()))
         self._waiting: list[_Call] = []  # calls made this turn, for the next round trip
         self._senders: set[asyncio.Task[None]] = set()  # round trips under way (kept referenced)
         self._closed = False
 
-    def call(self, key: str, args: tuple[str, ...]) -> asyncio.Future[Any]:
-        """Queue one call; await the result for its reply. Raises what Redis raised for it.
+    def call(self, script: Script, key: str, args: tuple[str, ...]) -> asyncio.Future[Any]:
+        """Queue one call of ``script`` (one of ``scripts``); await the result for its reply. Raises what
+        Redis raised for it.
 
         A key that cannot be encoded raises here, in its own caller, not in the round trip it would share.
         """
         if self._closed:
             message = "the Redis backend is closed"
             raise BackendError(message)
-        packed = self._head + _bulk(key.encode()) + _packed_args(args)
+        packed = _packed_head(script.sha, len(args)) + _bulk(key.encode()) + _packed_args(args)
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         waiting = self._waiting
-        waiting.append(_Call(key, args, packed, reply))
+        waiting.append(_Call(script, key, args, packed, reply))
         if len(waiting) == 1:
             sender = asyncio.create_task(self._send_waiting(waiting))
             self._senders.add(sender)
@@ -103,9 +110,10 @@ class AutoPipeline:
             self._waiting = []
         return reply
 
-    async def load_script(self) -> None:
-        """SCRIPT LOAD (on every primary of a Cluster)."""
-        await self.client.script_load(self.script)
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD of every script (on every primary of a Cluster)."""
+        for script in self.scripts:
+            await self.client.script_load(script.text)
 
     async def aclose(self) -> None:
         """Refuse new calls and stop the round trips under way (their callers get BackendError)."""
@@ -145,11 +153,11 @@ class AutoPipeline:
 
     async def _run(self, calls: Sequence[_Call], replies: list[Any]) -> None:
         """Fill ``replies``: each a reply or that call's exception. Calls that hit NOSCRIPT (Redis restarted,
-        failed over or flushed its scripts) run once more after the script is loaded."""
+        failed over or flushed its scripts) run once more after the scripts are loaded."""
         await self._round_trip(calls, range(len(calls)), replies)
         missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
-            await self.load_script()
+            await self.load_scripts()
             await self._round_trip(calls, missing, replies)
 
     async def _round_trip(self, calls: Sequence[_Call], indexes: Sequence[int], replies: list[Any]) -> None:
@@ -254,6 +262,6 @@ class AutoPipeline:
     async def _through_cluster_client(self, call: _Call) -> Any:
         """One call through the Cluster client (it follows MOVED and ASK); its reply or its error."""
         try:
-            return await self.client.evalsha(self.sha, 1, call.key, *call.args)
+            return await self.client.evalsha(call.script.sha, 1, call.key, *call.args)
         except Exception as exc:
             return exc

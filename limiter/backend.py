@@ -5,15 +5,16 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
-from tornado_rate_limiter.limiter.bucket import Decision, Policy
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy
+from tornado_rate_limiter.limiter.bucket import Decision
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """A store of token buckets: ``LocalBackend`` (this process) and ``RedisBackend`` (shared)."""
+    """A store of limits, for any algorithm: ``LocalBackend`` (this process) and ``RedisBackend`` (shared)."""
 
-    async def acquire(self, key: str, policy: Policy, cost: float = 1, now: float | None = None) -> Decision:
-        """Take ``cost`` tokens from ``key``'s bucket under ``policy`` if it has them."""
+    async def acquire(self, key: str, policy: AnyPolicy, cost: float = 1, now: float | None = None) -> Decision:
+        """Spend ``cost`` of ``key``'s quota under ``policy`` if it has that much left."""
         ...
 
     async def connect(self) -> None:

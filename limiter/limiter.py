@@ -9,8 +9,9 @@ import logging
 import time
 from types import TracebackType
 
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
 from tornado_rate_limiter.limiter.breaker import BreakerState, CircuitBreaker, Permit
-from tornado_rate_limiter.limiter.bucket import Decision, Policy
+from tornado_rate_limiter.limiter.bucket import Decision
 from tornado_rate_limiter.limiter.errors import BackendError, CircuitOpenError
 from tornado_rate_limiter.limiter.local import LocalBackend
 from tornado_rate_limiter.limiter.metrics import LimiterMetrics
@@ -59,7 +60,7 @@ class RateLimiter:
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self.metrics = metrics if metrics is not None else LimiterMetrics()
         self.metrics.watch_breaker(self.breaker)
-        self._scaled_policies: dict[Policy, Policy] = {}
+        self._scaled_policies: dict[AnyPolicy, AnyPolicy] = {}
         self._last_error_logged = -_ERROR_LOG_INTERVAL
         self._primary_failing = False
         self._probe: asyncio.Task[None] | None = None
@@ -79,7 +80,7 @@ class RateLimiter:
             health["redis_evicts_keys"] = self.primary.evicts_keys
         return health
 
-    async def acquire(self, key: str, policy: Policy, cost: float = 1, *, identity_kind: str = "ip") -> Decision:
+    async def acquire(self, key: str, policy: AnyPolicy, cost: float = 1, *, identity_kind: str = "ip") -> Decision:
         """Decide for ``key``; never raises for a backend failure (bad arguments still raise ValueError)."""
         started = time.perf_counter()
         primary = self.primary
@@ -124,7 +125,7 @@ class RateLimiter:
             )
         self._warned_eviction = bool(evicts)
 
-    async def _decide_on_redis(self, primary: RedisBackend, key: str, policy: Policy, cost: float) -> Decision:
+    async def _decide_on_redis(self, primary: RedisBackend, key: str, policy: AnyPolicy, cost: float) -> Decision:
         try:
             permit = self.breaker.before_call()
         except CircuitOpenError:
@@ -176,29 +177,30 @@ class RateLimiter:
             self.breaker.on_cancel(permit)
             log.error("the Redis probe failed with a bug", exc_info=error)
 
-    async def _decide_without_primary(self, key: str, policy: Policy, cost: float) -> Decision:
+    async def _decide_without_primary(self, key: str, policy: AnyPolicy, cost: float) -> Decision:
         if self.failure_strategy == FAIL_CLOSED:
             retry_after = max(self.breaker.remaining_cooldown(), _MIN_CLOSED_RETRY_AFTER)
-            return Decision(False, 0.0, retry_after, policy.fill_time, policy.capacity, degraded=True)
+            algorithm = algorithm_for(policy)
+            return Decision(False, 0.0, retry_after, algorithm.period(policy), algorithm.quota(policy), degraded=True)
         decision = await self.fallback.acquire(key, self._fallback_policy(policy, cost), cost)
         return decision._replace(degraded=True)
 
-    def _fallback_policy(self, policy: Policy, cost: float) -> Policy:
-        """``policy`` scaled by the fallback share (never below one request's cost)."""
+    def _fallback_policy(self, policy: AnyPolicy, cost: float) -> AnyPolicy:
+        """``policy`` with its quota scaled by the fallback share (never below one request's cost)."""
         if self.fallback_share == 1:
             return policy
+        algorithm = algorithm_for(policy)
         scaled = self._scaled_policies.get(policy)
         if scaled is None:
             share = self.fallback_share
             try:
-                scaled = Policy(policy.capacity * share, policy.refill_rate * share, name=policy.name)
+                scaled = algorithm.scaled(policy, share)
             except ValueError:  # a rate already near the smallest a Policy takes: scaling it goes below
                 log.warning("policy %r cannot be scaled by the fallback share %g: used whole", policy.name, share)
                 scaled = policy
             self._scaled_policies[policy] = scaled
-        if scaled.capacity < cost:
-            return Policy(cost, scaled.refill_rate, name=policy.name)
-        return scaled
+        admitting: AnyPolicy = algorithm.admitting(scaled, cost)
+        return admitting
 
     def _log_error(self, message: str, traceback: bool = False) -> None:
         """Log at most one Redis error every few seconds: an outage or a hot bad key must not flood the log."""

@@ -1,8 +1,8 @@
-"""LocalBackend: token buckets in this process's memory, sharded and bounded.
+"""LocalBackend: rate limits in this process's memory, sharded and bounded, for any algorithm.
 
 The default when no Redis is configured and the fallback while Redis is down. ``acquire_now`` is the hot
-path of every request on the local backend, so it does ``bucket.take`` and ``bucket.decide`` inline on
-plain floats; tests/test_properties.py holds it to the model (and to Redis) bit for bit.
+path of every request on the local backend: it finds the key's shard and lets the policy's algorithm step
+the stored value (``Algorithm.local_step``); tests hold every step to its model (and to Redis) bit for bit.
 """
 
 from __future__ import annotations
@@ -12,16 +12,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
-from tornado_rate_limiter.limiter.bucket import (
-    DEFAULT_EXPIRY_SLACK,
-    BucketState,
-    Decision,
-    Policy,
-    decide,
-    validate_cost,
-    validate_now,
-)
+from tornado_rate_limiter.limiter.algorithms import Algorithm, AnyPolicy, algorithm_for
+from tornado_rate_limiter.limiter.bucket import DEFAULT_EXPIRY_SLACK, Decision, validate_now
 
 DEFAULT_SHARDS = 16
 DEFAULT_MAX_KEYS = 1_000_000
@@ -29,13 +23,6 @@ DEFAULT_MAX_KEYS = 1_000_000
 # ones arrive, few enough to keep an insert O(1).
 _SWEEP_PER_INSERT = 2
 _PLAIN_NUMBERS = (int, float)
-# Decision(...) runs NamedTuple's Python-level __new__; tuple.__new__(Decision, fields) costs half.
-_new_tuple = tuple.__new__
-
-
-# _STATE: a bucket is stored as complex(tokens, stamp). A complex number is the smallest Python object
-# holding two floats (32 bytes, against 104 for a tuple of two floats), which keeps a bucket near 175
-# bytes with its key and its map slot (docs/BENCHMARKS.md).
 
 
 class _Shard:
@@ -45,16 +32,16 @@ class _Shard:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.entries: OrderedDict[str, complex] = OrderedDict()
+        self.entries: OrderedDict[str, Any] = OrderedDict()  # values as the algorithm's local_step keeps them
 
 
 class LocalBackend:
-    """Token buckets in memory: per policy, ``shards`` maps with a lock each and at most ``max_keys`` keys.
+    """Limits in memory: per policy, ``shards`` maps with a lock each and at most ``max_keys`` keys.
 
-    When full, the least recently used key is evicted (forgetting a bucket can only make it fuller, so
-    eviction errs towards allowing). A bucket that has been full again for ``expiry_slack`` seconds is
+    When full, the least recently used key is evicted (forgetting a key can only give it more quota, so
+    eviction errs towards allowing). A key that has been fresh again for ``expiry_slack`` seconds is
     dropped as keys are added; the slack keeps state through small backward steps of the clock.
-    A policy's name identifies it: buckets are kept by name, as in Redis.
+    A policy's algorithm and name identify it: keys are kept by name, as in Redis.
     """
 
     def __init__(
@@ -75,15 +62,15 @@ class LocalBackend:
         self._keys_per_shard = max_keys // shards
         self._slack = expiry_slack
         self._clock = clock
-        self._tables: dict[str, list[_Shard]] = {}  # by policy name: that policy's shards
+        self._tables: dict[tuple[type, str], list[_Shard]] = {}  # by policy class and name: its shards
         self._tables_lock = threading.Lock()
 
     def __len__(self) -> int:
-        """The number of buckets held."""
+        """The number of keys held."""
         return sum(len(shard.entries) for shards in list(self._tables.values()) for shard in shards)
 
-    async def acquire(self, key: str, policy: Policy, cost: float = 1, now: float | None = None) -> Decision:
-        """Take ``cost`` tokens from ``key``'s bucket if it has them."""
+    async def acquire(self, key: str, policy: AnyPolicy, cost: float = 1, now: float | None = None) -> Decision:
+        """Spend ``cost`` of ``key``'s quota under ``policy`` if it has that much left."""
         return self.acquire_now(key, policy, cost, now)
 
     async def connect(self) -> None:
@@ -100,55 +87,43 @@ class LocalBackend:
     ) -> None:
         await self.close()
 
-    def acquire_now(self, key: str, policy: Policy, cost: float = 1, now: float | None = None) -> Decision:
+    def acquire_now(self, key: str, policy: AnyPolicy, cost: float = 1, now: float | None = None) -> Decision:
         """The same as ``acquire``, without the event loop: safe to call from any thread."""
-        capacity, rate = policy.capacity, policy.refill_rate
-        if cost.__class__ not in _PLAIN_NUMBERS or not 0 < cost <= capacity:  # NaN fails the comparison too
-            validate_cost(cost, policy)  # raises, saying why
+        algorithm = algorithm_for(policy)
+        if cost.__class__ not in _PLAIN_NUMBERS or not 0 < cost <= algorithm.quota(policy):  # NaN fails too
+            algorithm.validate_cost(cost, policy)  # raises, saying why
         cost = float(cost)  # as the model: an int past 2**53 must round as it does there
         now = self._clock() if now is None else validate_now(now)
-        shards = self._tables.get(policy.name) or self._shards_for(policy.name)
+        table = (policy.__class__, policy.name)
+        shards = self._tables.get(table) or self._shards_for(table)
         shard = shards[hash(key) % self._shard_count]
         entries = shard.entries
         shard.lock.acquire()  # not `with`: on this path the context manager costs as much as the rest
         try:
             stored = entries.pop(key, None)  # and put back below, at the recently-used end
-            if stored is None:
-                tokens, stamp = capacity, now
-            else:
-                tokens, stamp = stored.real, stored.imag
-            # bucket.refill, then bucket.take
-            available = tokens + (now - stamp) * rate if now > stamp else tokens + 0.0
-            if available > capacity:
-                available = capacity
-            allowed = available >= cost
-            if allowed:
-                remaining = available - cost
-                if now > stamp:
-                    stamp = now
-                entries[key] = complex(remaining, stamp)  # see _STATE
+            decision, kept = algorithm.local_step(stored, now, policy, cost)
+            if kept is not None:
+                entries[key] = kept
                 if stored is None:
-                    self._make_room(entries, policy, now)
+                    self._make_room(entries, algorithm, policy, now)
             elif stored is not None:
                 entries[key] = stored  # a denial writes nothing, but counts as a use
         finally:
             shard.lock.release()
-        if not allowed:  # denials are the rarer answer: the model's code, with its exact retry_after
-            return decide(False, BucketState(tokens, stamp), now, policy, cost)
-        reset_after = (stamp - now if stamp > now else 0.0) + (capacity - remaining) / rate  # bucket.full_after
-        return _new_tuple(Decision, (True, remaining, 0.0, reset_after, capacity, False))
+        return decision
 
-    def _shards_for(self, name: str) -> list[_Shard]:
-        """The shards of policy ``name``, made on first use."""
-        with self._tables_lock:  # two threads meeting a new name must not each make a table
-            return self._tables.setdefault(name, [_Shard() for _ in range(self._shard_count)])
+    def _shards_for(self, table: tuple[type, str]) -> list[_Shard]:
+        """The shards of one policy, made on first use."""
+        with self._tables_lock:  # two threads meeting a new policy must not each make a table
+            return self._tables.setdefault(table, [_Shard() for _ in range(self._shard_count)])
 
-    def _make_room(self, entries: OrderedDict[str, complex], policy: Policy, now: float) -> None:
+    def _make_room(
+        self, entries: OrderedDict[str, Any], algorithm: Algorithm[Any, Any], policy: AnyPolicy, now: float
+    ) -> None:
         """After an insert: drop a few expired entries from the cold end, then evict down to the bound."""
         for _ in range(_SWEEP_PER_INSERT):
             oldest_key, oldest = next(iter(entries.items()))
-            full_at = oldest.imag + (policy.capacity - oldest.real) / policy.refill_rate
-            if full_at + self._slack > now or len(entries) == 1:
+            if algorithm.fresh_at(oldest, policy) + self._slack > now or len(entries) == 1:
                 break
             del entries[oldest_key]
         while len(entries) > self._keys_per_shard:

@@ -1,11 +1,13 @@
 """OverLimitCache: denials Redis gave, remembered so a key known to be empty is denied without a round trip.
 
-Safe because only time refills a bucket: other processes can take tokens, never add them. From the state
-Redis returned with a denial, the tokens at any later moment are at most what refill gives for the time
-passed. That time is measured from *before* the call was sent (Redis ran the script later), so the local
-estimate never has fewer tokens than Redis would: a cached denial is one Redis would give too, its
-remaining is at least Redis's and its retry_after no longer. Requests the estimate cannot rule out go to
-Redis.
+Safe because, in every algorithm, only time gives quota back (a bucket refills, a window ends or slides
+on): other processes can spend quota, never add it. From the state Redis returned with a denial, the
+quota at any later moment is at most what the algorithm's model gives for the time passed with no other
+traffic. That time is measured from *before* the call was sent (Redis ran the script later), so the local
+estimate never has less quota than Redis would: a cached denial is one Redis would give too, its
+remaining is at least Redis's and its retry_after no longer. So a token bucket's denial stands until a
+token may be back, a fixed window's until the window ends, a sliding window's until its retry_after.
+Requests the estimate cannot rule out go to Redis.
 
 Only decisions on Redis's clock (``now=None``) are cached; a caller's explicit ``now`` is its own clock.
 What this assumes: Redis's clock does not jump ahead of this process's monotonic one (a clock step on the
@@ -19,16 +21,17 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from tornado_rate_limiter.limiter.bucket import BucketState, Decision, Policy, decide, refill
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
+from tornado_rate_limiter.limiter.bucket import Decision
 
 DEFAULT_MAX_KEYS = 10_000
 
 
 class _Denial(NamedTuple):
-    policy: Policy
-    state: BucketState  # as Redis stored it when it denied
+    policy: AnyPolicy
+    state: Any  # the algorithm's state, as Redis stored it when it denied
     redis_now: float  # Redis's clock when it decided
     asked_at: float  # this process's monotonic clock before the call was sent
 
@@ -47,7 +50,7 @@ class OverLimitCache:
     def __len__(self) -> int:
         return len(self._denials)
 
-    def denial(self, redis_key: str, policy: Policy, cost: float, redis_now: float | None = None) -> Decision | None:
+    def denial(self, redis_key: str, policy: AnyPolicy, cost: float, redis_now: float | None = None) -> Decision | None:
         """The Decision Redis would give now if it is surely a denial, else None (ask Redis).
 
         ``redis_now`` is Redis's time, when known; by default it is estimated (never earlier than it is).
@@ -59,15 +62,13 @@ class OverLimitCache:
             return None
         if redis_now is None:
             redis_now = cached.redis_now + (self._clock() - cached.asked_at)
-        tokens = refill(cached.state, redis_now, policy).tokens
-        if tokens >= cost:
-            if tokens >= policy.capacity:  # full by now: nothing left to remember
-                del self._denials[redis_key]
+        decision = algorithm_for(policy).cached_denial(cached.state, redis_now, policy, cost)
+        if decision is None:  # Redis may allow: ask it (an allowed answer forgets the key)
             return None
         self._denials.move_to_end(redis_key)  # a key denied again and again stays in
-        return decide(False, cached.state, redis_now, policy, cost)
+        return decision
 
-    def remember(self, redis_key: str, policy: Policy, state: BucketState, redis_now: float, asked_at: float) -> None:
+    def remember(self, redis_key: str, policy: AnyPolicy, state: Any, redis_now: float, asked_at: float) -> None:
         """Keep a denial: Redis found ``state`` at ``redis_now`` for a call sent at ``asked_at`` (monotonic)."""
         if self.max_keys == 0:
             return

@@ -1,4 +1,4 @@
-"""RedisBackend: token buckets kept in Redis, one atomic Lua script call per decision.
+"""RedisBackend: limits kept in Redis, one atomic Lua script call per decision, for any algorithm.
 
 Every app process sharing the Redis shares the limit and, when ``now`` is None, Redis's clock.
 Decisions asked for in the same event-loop turn go to Redis as one pipeline (one round trip), and denials
@@ -7,23 +7,15 @@ are remembered (limiter/over_limit.py) so a key known to be empty is denied with
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
-from functools import lru_cache
 from types import TracebackType
 from typing import Any
 
+from tornado_rate_limiter.limiter.algorithms import SCRIPTS, AnyPolicy, algorithm_for
+from tornado_rate_limiter.limiter.algorithms.token_bucket import TOKEN_BUCKET
 from tornado_rate_limiter.limiter.auto_pipeline import AutoPipeline
-from tornado_rate_limiter.limiter.bucket import (
-    DEFAULT_EXPIRY_SLACK,
-    BucketState,
-    Decision,
-    Policy,
-    decide,
-    validate_cost,
-    validate_now,
-)
+from tornado_rate_limiter.limiter.bucket import DEFAULT_EXPIRY_SLACK, Decision, validate_now
 from tornado_rate_limiter.limiter.deadline import loop_time_deadline
 from tornado_rate_limiter.limiter.over_limit import DEFAULT_MAX_KEYS as DEFAULT_OVER_LIMIT_KEYS
 from tornado_rate_limiter.limiter.over_limit import OverLimitCache
@@ -33,10 +25,9 @@ from tornado_rate_limiter.limiter.redis_outages import (
     redis_errors_as_backend_error,
 )
 from tornado_rate_limiter.limiter.redis_url import RedisClient, RedisCluster, client_from_url, uses_tls
-from tornado_rate_limiter.lua import read_script
 
-TOKEN_BUCKET_SCRIPT = read_script("token_bucket.lua")
-TOKEN_BUCKET_SHA = hashlib.sha1(TOKEN_BUCKET_SCRIPT.encode("utf-8")).hexdigest()
+TOKEN_BUCKET_SCRIPT = TOKEN_BUCKET.script.text
+TOKEN_BUCKET_SHA = TOKEN_BUCKET.script.sha
 
 # Short and explicit: a rate limiter must answer fast or not at all; retries are the breaker's job.
 # The deadline covers the whole call (waiting for a pooled connection, connecting, the round trip);
@@ -54,11 +45,10 @@ DEFAULT_CONNECT_TIMEOUT = 1.0
 EVICTING_POLICIES = frozenset(
     {"allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"}
 )
-_SCRIPT_ARGS = 5  # capacity, refill_rate, cost, now, slack_ms
 
 
 class RedisBackend:
-    """Token buckets in Redis via ``lua/token_bucket.lua``.
+    """Limits in Redis, each algorithm's by its script in ``lua/`` (``lua/token_bucket.lua``, ...).
 
     ``client`` is a ``redis.asyncio`` client; ``from_url`` builds one with short timeouts, no retries and
     a blocking pool. ``expiry_slack`` (seconds) is how long a key outlives the moment its bucket is full
@@ -79,7 +69,7 @@ class RedisBackend:
         self.key_prefix = key_prefix
         self.timeout = timeout
         self.over_limit = OverLimitCache(over_limit_keys)
-        self.pipeline = AutoPipeline(client, TOKEN_BUCKET_SCRIPT, TOKEN_BUCKET_SHA, _SCRIPT_ARGS, timeout)
+        self.pipeline = AutoPipeline(client, SCRIPTS, timeout)
         self._slack_ms = str(math.ceil(expiry_slack * 1000))
         self._tls = uses_tls(client)
         self.evicts_keys: bool | None = None  # learnt by connect(): may Redis evict limit keys?
@@ -111,12 +101,12 @@ class RedisBackend:
         else:  # a client given its pool does not close it unless told
             await self.client.aclose(close_connection_pool=True)
 
-    def redis_key(self, key: str, policy: Policy) -> str:
-        """The Redis key holding ``key``'s bucket under ``policy``."""
+    def redis_key(self, key: str, policy: AnyPolicy) -> str:
+        """The Redis key holding ``key``'s state under ``policy``."""
         return f"{self.key_prefix}{policy.name}:{key}"
 
-    async def acquire(self, key: str, policy: Policy, cost: float = 1, now: float | None = None) -> Decision:
-        """Take ``cost`` tokens from ``key``'s bucket if it has them.
+    async def acquire(self, key: str, policy: AnyPolicy, cost: float = 1, now: float | None = None) -> Decision:
+        """Spend ``cost`` of ``key``'s quota under ``policy`` if it has that much left.
 
         Raises BackendError when Redis cannot serve (down, slow past ``timeout``, read-only, out of
         memory, busy, loading); any other Redis error is a bug in the call and propagates as it is.
@@ -127,23 +117,27 @@ class RedisBackend:
                 return cached
         return await self.acquire_from_redis(key, policy, cost, now)
 
-    def cached_denial(self, key: str, policy: Policy, cost: float = 1) -> Decision | None:
+    def cached_denial(self, key: str, policy: AnyPolicy, cost: float = 1) -> Decision | None:
         """A denial Redis would surely give now, known without asking it; None when Redis must be asked."""
-        return self.over_limit.denial(self.redis_key(key, policy), policy, validate_cost(cost, policy))
+        cost = algorithm_for(policy).validate_cost(cost, policy)
+        return self.over_limit.denial(self.redis_key(key, policy), policy, cost)
 
-    async def acquire_from_redis(self, key: str, policy: Policy, cost: float = 1, now: float | None = None) -> Decision:
+    async def acquire_from_redis(
+        self, key: str, policy: AnyPolicy, cost: float = 1, now: float | None = None
+    ) -> Decision:
         """``acquire`` without looking in the cache of denials first (it still learns from the answer)."""
-        cost = validate_cost(cost, policy)
+        algorithm = algorithm_for(policy)
+        cost = algorithm.validate_cost(cost, policy)
         explicit_now = "" if now is None else repr(validate_now(now))
-        args = (*_policy_args(policy, cost), explicit_now, self._slack_ms)
+        args = (*algorithm.script_args(policy, cost), explicit_now, self._slack_ms)
         redis_key = self.redis_key(key, policy)
         asked_at = time.monotonic()
         try:  # the pipeline's own deadline (``timeout``) bounds the wait
-            allowed, tokens, stamp, script_now = await self.pipeline.call(redis_key, args)
+            reply = await self.pipeline.call(algorithm.script, redis_key, args)
         except REDIS_FAILURES as exc:
-            raise_as_backend_error(exc, f"Redis could not decide for {policy.name!r}", script=TOKEN_BUCKET_SCRIPT)
-        state, redis_now = BucketState(float(tokens), float(stamp)), float(script_now)
-        decision = decide(allowed == 1, state, redis_now, policy, cost)
+            raise_as_backend_error(exc, f"Redis could not decide for {policy.name!r}", script=algorithm.script.text)
+        allowed, state, redis_now = algorithm.parse_reply(reply)
+        decision = algorithm.decide(allowed, state, redis_now, policy, cost)
         if now is None:
             if decision.allowed:
                 self.over_limit.forget(redis_key)
@@ -152,7 +146,7 @@ class RedisBackend:
         return decision
 
     async def connect(self, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
-        """Make sure Redis can decide: connect (a Cluster learns its slots), load the script, and run
+        """Make sure Redis can decide: connect (a Cluster learns its slots), load the scripts, and run
         one decision on a key of its own (so a Redis that refuses writes, OOM or READONLY, fails here).
 
         Runs with a deadline of its own, longer than a decision's: a TLS handshake or a Cluster's slot
@@ -167,7 +161,7 @@ class RedisBackend:
             await self.pipeline.drop_idle_connections()  # made before an outage: maybe to a server now gone
             if isinstance(self.client, RedisCluster):
                 await self.client.initialize()
-            await self.pipeline.load_script()
+            await self.pipeline.load_scripts()
             await self.client.evalsha(TOKEN_BUCKET_SHA, 1, f"{self.key_prefix}probe", *probe_args)
         self.evicts_keys = await self._read_eviction(timeout)
 
@@ -200,9 +194,3 @@ class RedisBackend:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-@lru_cache(maxsize=1024)
-def _policy_args(policy: Policy, cost: float) -> tuple[str, str, str]:
-    """The script's capacity, refill_rate and cost arguments: exact (repr) and made once per policy and cost."""
-    return repr(policy.capacity), repr(policy.refill_rate), repr(cost)

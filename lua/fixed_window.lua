@@ -9,7 +9,8 @@
 -- ARGV[5]  slack_ms   milliseconds the key outlives its window
 --
 -- Reply: { allowed (1 or 0), window index, current, now } as %.17g strings: the state as stored after
--- the decision (untouched when denied) and the time used. A denial writes nothing; every write sets a TTL.
+-- the decision (untouched when denied) and `now` as given (or read), even when time went back: the model
+-- decides from it. A denial writes nothing; every write sets a TTL.
 
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -31,8 +32,9 @@ if stored then
   if stored_index == nil or current == nil then stored_index, current = nil, 0 end -- not ours: fresh
 end
 
+local at = now -- the time decided at: a now before the stored window's start is taken as that start
 if stored_index ~= nil and index < stored_index then
-  index, now = stored_index, stored_index * window -- time went back: the stored window stands
+  index, at = stored_index, stored_index * window -- time went back: the stored window stands
 end
 if stored_index ~= index then current = 0 end -- a new window counts afresh
 
@@ -41,7 +43,7 @@ local allowed = 0
 if current + cost <= limit then
   allowed = 1
   current = current + cost
-  local ttl_ms = math.max(1, math.ceil(((index + 1) * window - now) * 1000) + slack_ms)
+  local ttl_ms = math.max(1, math.ceil(((index + 1) * window - at) * 1000) + slack_ms)
   redis.call('SET', KEYS[1], string.format('%.17g %.17g', index, current), 'PX', string.format('%d', ttl_ms))
 end
 

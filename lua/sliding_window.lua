@@ -9,7 +9,8 @@
 -- ARGV[5]  slack_ms   milliseconds the key outlives the moment its count stops mattering
 --
 -- Reply: { allowed (1 or 0), window index, current, previous, now } as %.17g strings: the state as
--- stored after the decision (untouched when denied) and the time used.
+-- stored after the decision (untouched when denied) and `now` as given (or read), even when time went
+-- back: the model decides from it.
 
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -33,8 +34,9 @@ if stored then
   end
 end
 
+local at = now -- the time decided at: a now before the stored window's start is taken as that start
 if stored_index ~= nil and index < stored_index then
-  index, now = stored_index, stored_index * window -- time went back: the stored window stands
+  index, at = stored_index, stored_index * window -- time went back: the stored window stands
 end
 local current, previous = 0, 0
 if stored_index == index then
@@ -44,14 +46,14 @@ elseif stored_index ~= nil and index == stored_index + 1 then
 end
 
 local start = index * window
-local estimated = previous * (1 - (now - start) / window) + current
+local estimated = previous * (1 - (at - start) / window) + current
 
 local allowed = 0
 if estimated + cost <= limit then
   allowed = 1
   current = current + cost
   -- This window's count matters until the end of the next one.
-  local ttl_ms = math.max(1, math.ceil(((index + 2) * window - now) * 1000) + slack_ms)
+  local ttl_ms = math.max(1, math.ceil(((index + 2) * window - at) * 1000) + slack_ms)
   redis.call('SET', KEYS[1], string.format('%.17g %.17g %.17g', index, current, previous),
              'PX', string.format('%d', ttl_ms))
   return { allowed, string.format('%.17g', index), string.format('%.17g', current),

@@ -16,12 +16,15 @@ from tornado_rate_limiter.limiter import (
     BreakerConfig,
     CircuitBreaker,
     Decision,
+    FixedWindow,
     LimiterMetrics,
     LocalBackend,
     Policy,
     RateLimiter,
     RateLimiterError,
     RedisBackend,
+    SlidingWindow,
+    TokenBucket,
 )
 
 if TYPE_CHECKING:
@@ -55,6 +58,7 @@ __all__ = [
     "BreakerConfig",
     "CircuitBreaker",
     "Decision",
+    "FixedWindow",
     "Identity",
     "LimiterMetrics",
     "LocalBackend",
@@ -67,6 +71,8 @@ __all__ = [
     "RedisBackend",
     "Settings",
     "SettingsError",
+    "SlidingWindow",
+    "TokenBucket",
     "__version__",
     "make_app",
     "make_rate_limit_config",

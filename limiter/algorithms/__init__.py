@@ -1,7 +1,52 @@
-"""Rate-limiting algorithms beside the token bucket (``limiter/bucket.py``): each module holds one pure
-reference model, the contract its backends are to follow bit for bit.
+"""The rate-limiting algorithms, each behind the one Algorithm interface (``base.py``).
 
-``fixed_window`` and ``sliding_window`` (a sliding-window counter) count cost per window of ``window``
-seconds aligned to the Unix epoch. Not wired into the backends yet: the Lua and local steps, and the seam
-that lets every part of the limiter work with any algorithm, come next (tracker issue 12).
+``token_bucket`` (burst and steady rate; its model is ``limiter/bucket.py``), ``fixed_window`` (``limit``
+per window aligned to the Unix epoch) and ``sliding_window`` (the sliding-window counter). A policy's class
+says which algorithm decides for it; adding an algorithm means a module here, its Lua in ``lua/`` and one
+entry in ALGORITHMS.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+from tornado_rate_limiter.limiter.algorithms.base import Algorithm, Script
+from tornado_rate_limiter.limiter.algorithms.fixed_window import FIXED_WINDOW, FixedWindow
+from tornado_rate_limiter.limiter.algorithms.sliding_window import SLIDING_WINDOW, SlidingWindow
+from tornado_rate_limiter.limiter.algorithms.token_bucket import TOKEN_BUCKET, TokenBucket
+
+AnyPolicy = TokenBucket | FixedWindow | SlidingWindow
+ALGORITHMS: tuple[Algorithm[Any, Any], ...] = (TOKEN_BUCKET, FIXED_WINDOW, SLIDING_WINDOW)
+BY_NAME: dict[str, Algorithm[Any, Any]] = {algorithm.name: algorithm for algorithm in ALGORITHMS}
+POLICY_TYPES: tuple[type, ...] = tuple(algorithm.policy_type for algorithm in ALGORITHMS)
+SCRIPTS: tuple[Script, ...] = tuple(algorithm.script for algorithm in ALGORITHMS)
+_BY_POLICY_TYPE: dict[type, Algorithm[Any, Any]] = {algorithm.policy_type: algorithm for algorithm in ALGORITHMS}
+
+
+def algorithm_for(policy: object) -> Algorithm[Any, Any]:
+    """The algorithm that decides for ``policy`` (TypeError for an object that is no policy)."""
+    try:
+        return _BY_POLICY_TYPE[policy.__class__]
+    except KeyError:
+        for kind in type(policy).__mro__:  # a subclass of a policy class
+            if kind in _BY_POLICY_TYPE:
+                _BY_POLICY_TYPE[policy.__class__] = _BY_POLICY_TYPE[kind]
+                return _BY_POLICY_TYPE[kind]
+    names = ", ".join(kind.__name__ for kind in POLICY_TYPES)
+    message = f"policy must be a {names}; got {policy!r}"
+    raise TypeError(message)
+
+
+__all__ = [
+    "ALGORITHMS",
+    "BY_NAME",
+    "POLICY_TYPES",
+    "SCRIPTS",
+    "Algorithm",
+    "AnyPolicy",
+    "FixedWindow",
+    "Script",
+    "SlidingWindow",
+    "TokenBucket",
+    "algorithm_for",
+]

@@ -7,7 +7,14 @@ when ``current + cost <= limit``, and then ``current += cost``; a denial writes 
 
 from __future__ import annotations
 
-from tornado_rate_limiter.limiter.algorithms.window import WindowPolicy, WindowState, in_window, least_wait
+from tornado_rate_limiter.limiter.algorithms.base import Script
+from tornado_rate_limiter.limiter.algorithms.window import (
+    WindowAlgorithm,
+    WindowPolicy,
+    WindowState,
+    in_window,
+    least_wait,
+)
 from tornado_rate_limiter.limiter.bucket import Decision
 
 
@@ -47,3 +54,24 @@ def decide(allowed: bool, kept: WindowState | None, now: float, policy: WindowPo
 
     retry_after = least_wait(passes, now, (index + 1) * policy.window - now)
     return Decision(False, policy.limit - current, retry_after, reset_after, policy.limit)
+
+
+class FixedWindowAlgorithm(WindowAlgorithm[FixedWindow]):
+    name = "fixed_window"
+    policy_type = FixedWindow
+    script = Script("fixed_window.lua")
+
+    def take(
+        self, state: WindowState | None, now: float, policy: FixedWindow, cost: float
+    ) -> tuple[bool, WindowState | None]:
+        return take(state, now, policy, cost)
+
+    def decide(self, allowed: bool, kept: WindowState | None, now: float, policy: FixedWindow, cost: float) -> Decision:
+        return decide(allowed, kept, now, policy, cost)
+
+    def fresh_at(self, stored: WindowState, policy: FixedWindow) -> float:
+        """A stored count stops mattering once its window ends."""
+        return (stored.window_index + 1) * policy.window
+
+
+FIXED_WINDOW = FixedWindowAlgorithm()

@@ -9,7 +9,14 @@ window ``i`` and ``previous`` in window ``i - 1``. The cost of the last ``window
 
 from __future__ import annotations
 
-from tornado_rate_limiter.limiter.algorithms.window import WindowPolicy, WindowState, in_window, least_wait
+from tornado_rate_limiter.limiter.algorithms.base import Script
+from tornado_rate_limiter.limiter.algorithms.window import (
+    WindowAlgorithm,
+    WindowPolicy,
+    WindowState,
+    in_window,
+    least_wait,
+)
 from tornado_rate_limiter.limiter.bucket import Decision
 
 
@@ -75,3 +82,26 @@ def decide(allowed: bool, kept: WindowState | None, now: float, policy: WindowPo
         guess = end - now
     retry_after = least_wait(passes, now, guess)
     return Decision(False, max(0.0, policy.limit - estimated), retry_after, reset_after, policy.limit)
+
+
+class SlidingWindowAlgorithm(WindowAlgorithm[SlidingWindow]):
+    name = "sliding_window"
+    policy_type = SlidingWindow
+    script = Script("sliding_window.lua")
+
+    def take(
+        self, state: WindowState | None, now: float, policy: SlidingWindow, cost: float
+    ) -> tuple[bool, WindowState | None]:
+        return take(state, now, policy, cost)
+
+    def decide(
+        self, allowed: bool, kept: WindowState | None, now: float, policy: SlidingWindow, cost: float
+    ) -> Decision:
+        return decide(allowed, kept, now, policy, cost)
+
+    def fresh_at(self, stored: WindowState, policy: SlidingWindow) -> float:
+        """A stored count stops mattering once the next window ends (its count weighs on that one)."""
+        return (stored.window_index + 2) * policy.window
+
+
+SLIDING_WINDOW = SlidingWindowAlgorithm()

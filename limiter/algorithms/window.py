@@ -1,14 +1,16 @@
-"""What the window algorithms share: their policy's shape, their stored state, and the search for the
-least wait after which a request passes."""
+"""What the window algorithms share: their policy's shape, their stored state, the search for the least
+wait after which a request passes, and the parts of the Algorithm interface that are the same for both."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from functools import lru_cache
+from typing import Any, NamedTuple, TypeVar
 
-from tornado_rate_limiter.limiter.bucket import MAX_REFILL_SECONDS, check_policy_name, positive_finite
+from tornado_rate_limiter.limiter.algorithms.base import Algorithm
+from tornado_rate_limiter.limiter.bucket import MAX_REFILL_SECONDS, Decision, check_policy_name, positive_finite
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +78,44 @@ def least_wait(passes: Callable[[float], bool], now: float, guess: float) -> flo
             break
         wait = earlier
     return wait
+
+
+W = TypeVar("W", bound=WindowPolicy)
+
+
+class WindowAlgorithm(Algorithm[W, WindowState]):
+    """What the fixed and the sliding window share beyond their models: the quota is ``limit`` per
+    ``window`` seconds, and a reply or a stored value holds a WindowState."""
+
+    def validate_cost(self, cost: object, policy: W) -> float:
+        return policy.validate_cost(cost)
+
+    def script_args(self, policy: W, cost: float) -> tuple[str, ...]:
+        return _script_args(policy, cost)
+
+    def parse_reply(self, reply: Any) -> tuple[bool, WindowState, float]:
+        allowed, *counts, now = reply
+        index, current, *previous = (float(number) for number in counts)
+        return allowed == 1, WindowState(int(index), current, *previous), float(now)
+
+    def scaled(self, policy: W, share: float) -> W:
+        return type(policy)(policy.limit * share, policy.window, name=policy.name)
+
+    def admitting(self, policy: W, cost: float) -> W:
+        return policy if policy.limit >= cost else type(policy)(cost, policy.window, name=policy.name)
+
+    def quota(self, policy: W) -> float:
+        return policy.limit
+
+    def period(self, policy: W) -> float:
+        return policy.window
+
+    def next_reset(self, policy: W, decision: Decision) -> float:
+        """The draft's ``t`` for a window: seconds until the quota is whole again (``reset_after``)."""
+        return decision.reset_after
+
+
+@lru_cache(maxsize=1024)
+def _script_args(policy: WindowPolicy, cost: float) -> tuple[str, str, str]:
+    """Made once per policy and cost: repr keeps every bit."""
+    return repr(policy.limit), repr(policy.window), repr(cost)
