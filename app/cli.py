@@ -18,7 +18,8 @@ from tornado_rate_limiter.app.log_limits import CLIENT_CAUSED, limit_repeated_lo
 from tornado_rate_limiter.app.process import ListenError, bind, serve
 from tornado_rate_limiter.app.service import build_limiter
 from tornado_rate_limiter.app.settings import SETTINGS_HELP, Settings, SettingsError
-from tornado_rate_limiter.limiter import BackendError, Policy, RedisBackend
+from tornado_rate_limiter.limiter import BackendError, RedisBackend
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
 from tornado_rate_limiter.limiter.redis_url import redacted
 
 PROGRAM = "tornado-rate-limiter"
@@ -118,5 +119,5 @@ async def check(settings: Settings) -> int:
     return 0
 
 
-def describe_policy(policy: Policy) -> str:
-    return f"{policy.name}: {policy.capacity:g} tokens, {policy.refill_rate:g} per second"
+def describe_policy(policy: AnyPolicy) -> str:
+    return algorithm_for(policy).describe(policy)

@@ -9,13 +9,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tornado_rate_limiter.app.connections import default_max_connections
-from tornado_rate_limiter.limiter import Policy
+from tornado_rate_limiter.limiter import FixedWindow, Policy, SlidingWindow
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy
 from tornado_rate_limiter.limiter.breaker import BreakerConfig
+from tornado_rate_limiter.limiter.bucket import MAX_REFILL_SECONDS
 from tornado_rate_limiter.limiter.limiter import MIN_FALLBACK_SHARE
 from tornado_rate_limiter.limiter.redis_url import check_url
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+
+# RATE_LIMIT_ALGORITHM and its USER_ form: the algorithm's name, and the variables that shape its policy.
+ALGORITHM_CHOICES = ("token_bucket", "sliding_window", "fixed_window")
+_SHAPE_VARIABLES = {
+    "token_bucket": ("CAPACITY", "REFILL_RATE"),
+    "sliding_window": ("LIMIT", "WINDOW"),
+    "fixed_window": ("LIMIT", "WINDOW"),
+}
 
 # ACCESS_LOG: every request, server errors (5xx) only, or none. Not "all" by default: one log line per
 # request, 429s included, costs a tenth of a request's time and floods the log in an attack.
@@ -77,6 +87,10 @@ def _rate(environ: Mapping[str, str], name: str, default: float) -> float:
     return _number(environ, name, default, 0, 1e9, "a number of tokens per second, such as 0.5 or 10,")
 
 
+def _window(environ: Mapping[str, str], name: str, default: float) -> float:
+    return _number(environ, name, default, 0, MAX_REFILL_SECONDS, "a number of seconds, such as 60 or 86400,")
+
+
 def _choice(environ: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     raw = _raw(environ, name)
     if raw is None:
@@ -122,6 +136,23 @@ def _redis_url(environ: Mapping[str, str]) -> str | None:
     return raw
 
 
+def _algorithm(environ: Mapping[str, str], family: str, default: str) -> str:
+    """RATE_LIMIT_{family}ALGORITHM, refusing the variables of another algorithm's shape: a limit that is
+    set but silently unused is worse than a start that says so."""
+    name = f"RATE_LIMIT_{family}ALGORITHM"
+    algorithm = _choice(environ, name, default, ALGORITHM_CHOICES)
+    for other in {shape for shapes in _SHAPE_VARIABLES.values() for shape in shapes} - set(_SHAPE_VARIABLES[algorithm]):
+        variable = f"RATE_LIMIT_{family}{other}"
+        if _raw(environ, variable) is not None:
+            wanted = " and ".join(f"RATE_LIMIT_{family}{shape}" for shape in _SHAPE_VARIABLES[algorithm])
+            message = (
+                f"{variable} is set, but {name} is {algorithm}, which uses {wanted} instead: "
+                f"unset {variable} or choose the algorithm it belongs to"
+            )
+            raise SettingsError(message)
+    return algorithm
+
+
 def _max_connections(environ: Mapping[str, str]) -> int | None:
     """MAX_CONNECTIONS, at most what the descriptor limit leaves (raise `ulimit -n` to allow more)."""
     if _raw(environ, "MAX_CONNECTIONS") is None:
@@ -147,10 +178,16 @@ SETTINGS_HELP = (
     ("REDIS_URL", "unset", "redis://, rediss://, unix://, redis+cluster://, redis+sentinel://; unset: in memory"),
     ("REDIS_TLS_URL", "unset", "preferred over REDIS_URL when both are set"),
     ("REDIS_TLS_VERIFY", "true", "false accepts a self-signed certificate on rediss://"),
-    ("RATE_LIMIT_CAPACITY", "60", "burst of each client address (ip:), whole tokens"),
-    ("RATE_LIMIT_REFILL_RATE", "1.0", "tokens per second each address gets back"),
-    ("RATE_LIMIT_USER_CAPACITY", "120", "burst of each authenticated user (user:)"),
-    ("RATE_LIMIT_USER_REFILL_RATE", "2.0", "tokens per second each user gets back"),
+    ("RATE_LIMIT_ALGORITHM", "token_bucket", "token_bucket, sliding_window or fixed_window for client addresses"),
+    ("RATE_LIMIT_CAPACITY", "60", "token bucket: burst of each client address (ip:), whole tokens"),
+    ("RATE_LIMIT_REFILL_RATE", "1.0", "token bucket: tokens per second each address gets back"),
+    ("RATE_LIMIT_LIMIT", "60", "windows: requests each address may make per window, whole units"),
+    ("RATE_LIMIT_WINDOW", "60", "windows: the window in seconds (aligned to the Unix epoch, UTC)"),
+    ("RATE_LIMIT_USER_ALGORITHM", "as for addresses", "the algorithm for authenticated users (user:)"),
+    ("RATE_LIMIT_USER_CAPACITY", "120", "token bucket: burst of each authenticated user"),
+    ("RATE_LIMIT_USER_REFILL_RATE", "2.0", "token bucket: tokens per second each user gets back"),
+    ("RATE_LIMIT_USER_LIMIT", "120", "windows: requests each user may make per window"),
+    ("RATE_LIMIT_USER_WINDOW", "60", "windows: the users' window in seconds"),
     ("RATE_LIMIT_FAILURE_STRATEGY", "open", "when Redis fails: open (decide in memory) or closed (429)"),
     ("RATE_LIMIT_TRUSTED_PROXIES", "unset", "addresses or CIDRs whose forwarding header is believed"),
     ("RATE_LIMIT_TRUSTED_HOPS", "0", "number of proxies in front that append the address they saw"),
@@ -180,10 +217,16 @@ class Settings:
     host: str = "0.0.0.0"  # HOST
     redis_url: str | None = None  # REDIS_TLS_URL or REDIS_URL; unset: the in-memory backend
     redis_tls_verify: bool = True  # REDIS_TLS_VERIFY: false accepts a self-signed certificate
+    ip_algorithm: str = "token_bucket"  # RATE_LIMIT_ALGORITHM: token_bucket, sliding_window or fixed_window
     ip_capacity: int = 60  # RATE_LIMIT_CAPACITY: burst per client address
     ip_refill_rate: float = 1.0  # RATE_LIMIT_REFILL_RATE: tokens per second per client address
+    ip_limit: int = 60  # RATE_LIMIT_LIMIT: requests per window per client address
+    ip_window: float = 60.0  # RATE_LIMIT_WINDOW: seconds
+    user_algorithm: str = "token_bucket"  # RATE_LIMIT_USER_ALGORITHM; unset: RATE_LIMIT_ALGORITHM's
     user_capacity: int = 120  # RATE_LIMIT_USER_CAPACITY: burst per authenticated user
     user_refill_rate: float = 2.0  # RATE_LIMIT_USER_REFILL_RATE: tokens per second per user
+    user_limit: int = 120  # RATE_LIMIT_USER_LIMIT: requests per window per user
+    user_window: float = 60.0  # RATE_LIMIT_USER_WINDOW: seconds
     failure_strategy: str = "open"  # RATE_LIMIT_FAILURE_STRATEGY: "open" or "closed" when Redis fails
     trusted_proxies: tuple[IPNetwork, ...] = ()  # RATE_LIMIT_TRUSTED_PROXIES
     trusted_hops: int = 0  # RATE_LIMIT_TRUSTED_HOPS
@@ -206,15 +249,22 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Read and check every variable; raises SettingsError naming the first bad one."""
+        ip_algorithm = _algorithm(environ, "", cls.ip_algorithm)
         return cls(
             port=_integer(environ, "PORT", cls.port, 1, 65535),
             host=(_raw(environ, "HOST") or cls.host).removeprefix("[").removesuffix("]"),  # [::1] is ::1
             redis_url=_redis_url(environ),
             redis_tls_verify=_boolean(environ, "REDIS_TLS_VERIFY", cls.redis_tls_verify),
+            ip_algorithm=ip_algorithm,
             ip_capacity=_integer(environ, "RATE_LIMIT_CAPACITY", cls.ip_capacity, 1, 10**9),
             ip_refill_rate=_rate(environ, "RATE_LIMIT_REFILL_RATE", cls.ip_refill_rate),
+            ip_limit=_integer(environ, "RATE_LIMIT_LIMIT", cls.ip_limit, 1, 10**9),
+            ip_window=_window(environ, "RATE_LIMIT_WINDOW", cls.ip_window),
+            user_algorithm=_algorithm(environ, "USER_", ip_algorithm),
             user_capacity=_integer(environ, "RATE_LIMIT_USER_CAPACITY", cls.user_capacity, 1, 10**9),
             user_refill_rate=_rate(environ, "RATE_LIMIT_USER_REFILL_RATE", cls.user_refill_rate),
+            user_limit=_integer(environ, "RATE_LIMIT_USER_LIMIT", cls.user_limit, 1, 10**9),
+            user_window=_window(environ, "RATE_LIMIT_USER_WINDOW", cls.user_window),
             failure_strategy=_choice(environ, "RATE_LIMIT_FAILURE_STRATEGY", cls.failure_strategy, ("open", "closed")),
             trusted_proxies=_networks(environ, "RATE_LIMIT_TRUSTED_PROXIES"),
             trusted_hops=_integer(environ, "RATE_LIMIT_TRUSTED_HOPS", cls.trusted_hops, 0, 16),
@@ -244,6 +294,13 @@ class Settings:
         if self.access_log not in ACCESS_LOG_CHOICES:
             message = f"ACCESS_LOG={self.access_log!r} is not valid: expected {' or '.join(ACCESS_LOG_CHOICES)}"
             raise SettingsError(message)
+        for algorithm, name in (
+            (self.ip_algorithm, "RATE_LIMIT_ALGORITHM"),
+            (self.user_algorithm, "RATE_LIMIT_USER_ALGORITHM"),
+        ):
+            if algorithm not in ALGORITHM_CHOICES:
+                message = f"{name}={algorithm!r} is not valid: expected {' or '.join(ALGORITHM_CHOICES)}"
+                raise SettingsError(message)
         share = self.fallback_share
         for capacity, refill_rate, names in (
             (self.ip_capacity, self.ip_refill_rate, "RATE_LIMIT_CAPACITY and RATE_LIMIT_REFILL_RATE"),
@@ -288,11 +345,26 @@ class Settings:
         )
 
     @property
-    def ip_policy(self) -> Policy:
-        """The bucket of each anonymous client."""
-        return Policy(self.ip_capacity, self.ip_refill_rate, name="ip")
+    def ip_policy(self) -> AnyPolicy:
+        """The limit of each anonymous client."""
+        return _policy(
+            self.ip_algorithm, "ip", (self.ip_capacity, self.ip_refill_rate), (self.ip_limit, self.ip_window)
+        )
 
     @property
-    def user_policy(self) -> Policy:
-        """The bucket of each authenticated user."""
-        return Policy(self.user_capacity, self.user_refill_rate, name="user")
+    def user_policy(self) -> AnyPolicy:
+        """The limit of each authenticated user."""
+        return _policy(
+            self.user_algorithm,
+            "user",
+            (self.user_capacity, self.user_refill_rate),
+            (self.user_limit, self.user_window),
+        )
+
+
+def _policy(algorithm: str, name: str, bucket: tuple[float, float], window: tuple[float, float]) -> AnyPolicy:
+    if algorithm == "fixed_window":
+        return FixedWindow(*window, name=name)
+    if algorithm == "sliding_window":
+        return SlidingWindow(*window, name=name)
+    return Policy(*bucket, name=name)

@@ -15,7 +15,8 @@ from tornado.ioloop import IOLoop
 
 from tests.redis_process import RedisProcess
 from tornado_rate_limiter.app import ServiceApplication, Settings, make_app
-from tornado_rate_limiter.limiter import Decision, LimiterMetrics, LocalBackend, Policy, RateLimiter, RedisBackend
+from tornado_rate_limiter.limiter import Decision, LimiterMetrics, LocalBackend, RateLimiter, RedisBackend
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy
 
 T = TypeVar("T")
 
@@ -47,7 +48,7 @@ class BackendDriver:
     def run(self, awaitable: Awaitable[T]) -> T:
         return self.loop.run_until_complete(awaitable)
 
-    def acquire(self, key: str, policy: Policy, cost: float = 1, now: float | None = None) -> Decision:
+    def acquire(self, key: str, policy: AnyPolicy, cost: float = 1, now: float | None = None) -> Decision:
         return self.run(self.backend.acquire(key, policy, cost, now))
 
     @staticmethod

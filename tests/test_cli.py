@@ -65,7 +65,7 @@ class TestCheck:
         """--check without REDIS_URL: what would run (the address, the policies, the local backend), exit 0."""
         result = run("--check", env={"PORT": str(free_port()), "RATE_LIMIT_CAPACITY": "7"})
         assert result.returncode == 0, result.stderr
-        assert "ip: 7 tokens, 1 per second" in result.stdout and "backend    local" in result.stdout
+        assert "ip: token bucket of 7 tokens, 1 per second" in result.stdout and "backend    local" in result.stdout
 
     def test_a_ready_redis_passes(self, redis_server: RedisProcess) -> None:
         """--check with a Redis that serves: it connects, loads the script, decides once, and says so."""

@@ -13,7 +13,17 @@ from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
 from tests.redis_topologies import RedisCluster
 from tests.strategies import Request, scenarios
-from tornado_rate_limiter.limiter import BackendError, Decision, LocalBackend, Policy, RateLimiter, RedisBackend
+from tornado_rate_limiter.limiter import (
+    BackendError,
+    Decision,
+    FixedWindow,
+    LocalBackend,
+    Policy,
+    RateLimiter,
+    RedisBackend,
+    SlidingWindow,
+)
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy
 from tornado_rate_limiter.limiter.auto_pipeline import MAX_BATCH
 
 pytestmark = pytest.mark.process  # real service processes or Redis topologies: slow
@@ -92,6 +102,28 @@ class TestCluster:
         trips, remaining, expected = asyncio.run(scenario())
         assert trips == math.ceil(96 / MAX_BATCH)
         assert remaining == expected
+
+    def test_every_algorithm_decides_on_the_cluster_as_in_memory(self, cluster: RedisCluster) -> None:
+        """A crowd of calls of the three algorithms over keys all over the slots (several calls per key)
+        goes in per-node pipelines and gets the decisions the local backend gives the same calls one at a
+        time (concurrent calls on one key may be served in any order: a redirected one goes last)."""
+        policies: list[AnyPolicy] = [
+            Policy(3, 0.5, name="c-bucket"),
+            FixedWindow(3, 60, name="c-fixed"),
+            SlidingWindow(3, 60, name="c-sliding"),
+        ]
+        prefix, now = uuid.uuid4().hex, 1_764_000_000.0
+        calls = [(policy, f"{prefix}:{i}") for policy in policies for i in range(12) for _ in range(5)]
+
+        async def scenario() -> list[Decision]:
+            backend = on_cluster(cluster)
+            decisions = await asyncio.gather(*(backend.acquire(key, policy, now=now) for policy, key in calls))
+            await backend.close()
+            return list(decisions)
+
+        local = LocalBackend()
+        expected = [local.acquire_now(key, policy, now=now) for policy, key in calls]
+        assert sorted(asyncio.run(scenario())) == sorted(expected)
 
     def test_a_moved_slot_is_followed(self, cluster: RedisCluster) -> None:
         """With the client's map of slots wrong for one key, its calls meet MOVED and are sent where the

@@ -10,7 +10,7 @@ from tornado_rate_limiter.handlers.headers import (
     rate_limit_headers,
     retry_after_seconds,
 )
-from tornado_rate_limiter.limiter import Decision, Policy
+from tornado_rate_limiter.limiter import Decision, FixedWindow, Policy, SlidingWindow
 from tornado_rate_limiter.limiter.bucket import MAX_REFILL_SECONDS
 
 POLICY = Policy(capacity=10, refill_rate=0.5, name="api")
@@ -31,6 +31,20 @@ class TestHeaders:
             "X-RateLimit-Limit": "10",
             "X-RateLimit-Remaining": "6",
             "X-RateLimit-Reset": "7",
+        }
+
+    @pytest.mark.parametrize("kind", [FixedWindow, SlidingWindow])
+    def test_a_window_shows_its_limit_and_length(self, kind: type[FixedWindow] | type[SlidingWindow]) -> None:
+        """q is the limit and w the window; r the whole units left; t and X-RateLimit-Reset the time until
+        the quota is whole again (reset_after), rounded up."""
+        window = kind(limit=100, window=3600, name="hourly")
+        headers = rate_limit_headers(window, Decision(True, 41.5, 0.0, 1234.2, 100.0))
+        assert headers == {
+            "RateLimit-Policy": '"hourly";q=100;w=3600',
+            "RateLimit": '"hourly";r=41;t=1235',
+            "X-RateLimit-Limit": "100",
+            "X-RateLimit-Remaining": "41",
+            "X-RateLimit-Reset": "1235",
         }
 
     def test_degraded_decisions_are_marked(self) -> None:

@@ -12,7 +12,8 @@ import pytest
 from tests.load import Load, Sample
 from tests.redis_topologies import SentinelSetup
 from tests.service_process import ServiceProcess
-from tornado_rate_limiter.limiter import Policy, RedisBackend
+from tornado_rate_limiter.limiter import Decision, FixedWindow, LocalBackend, Policy, RedisBackend, SlidingWindow
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy
 
 pytestmark = pytest.mark.process  # real service processes or Redis topologies: slow
 
@@ -26,16 +27,24 @@ def sentinel_setup() -> Iterator[SentinelSetup]:
 
 
 def test_the_backend_finds_the_master_through_the_sentinel(sentinel_setup: SentinelSetup) -> None:
-    """redis+sentinel://host:port/mymaster decides on the master the sentinel names."""
+    """redis+sentinel://host:port/mymaster decides on the master the sentinel names, for every algorithm
+    as the local backend decides."""
+    policies: list[AnyPolicy] = [
+        Policy(2, 1.0, name="sentinel"),
+        FixedWindow(2, 60, name="sentinel-fixed"),
+        SlidingWindow(2, 60, name="sentinel-sliding"),
+    ]
+    calls = [policy for policy in policies for _ in range(3)]
 
-    async def scenario() -> bool:
+    async def scenario() -> list[Decision]:
         backend = RedisBackend.from_url(sentinel_setup.url, timeout=2.0)
-        decision = await backend.acquire("ip:203.0.113.7", Policy(3, 1.0, name="sentinel"))
+        decisions = [await backend.acquire("ip:203.0.113.7", policy, now=1_764_000_000.0) for policy in calls]
         await backend.close()
-        return decision.allowed
+        return decisions
 
-    assert asyncio.run(scenario())
-    assert sentinel_setup.master.client().dbsize() == 1
+    local = LocalBackend()
+    assert asyncio.run(scenario()) == [local.acquire_now("ip:203.0.113.7", p, now=1_764_000_000.0) for p in calls]
+    assert sentinel_setup.master.client().dbsize() == 3
 
 
 def test_url_query_parameters_reach_the_master_connection(sentinel_setup: SentinelSetup) -> None:

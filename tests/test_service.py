@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -255,3 +258,34 @@ class TestAccessLog:
         assert statuses == [200, 429, 500]
         lines = [record.getMessage() for record in caplog.records if record.name == "tornado.access"]
         assert [int(line.split()[0]) for line in lines] == logged
+
+
+YEAR = 31_536_000  # a window no test run crosses the end of (windows are aligned to the Unix epoch)
+
+
+class TestWindowPolicies:
+    @pytest.fixture(params=["fixed_window", "sliding_window"])
+    def service_settings(self, request: pytest.FixtureRequest) -> Settings:
+        environ = {"RATE_LIMIT_ALGORITHM": request.param, "RATE_LIMIT_LIMIT": "3", "RATE_LIMIT_WINDOW": str(YEAR)}
+        return Settings.from_env(environ)
+
+    @pytest.mark.gen_test
+    async def test_the_headers_describe_the_window(self, fetch: Fetch, service_settings: Settings) -> None:
+        """RATE_LIMIT_ALGORITHM=fixed_window or sliding_window: 3 per window, then 429; q is the limit, w the
+        window, r the whole units left, t the time until the quota is whole again (for the fixed window the
+        window's end, for the sliding one a window later), and Retry-After when it passes again."""
+        responses = [await fetch("/api/whoami") for _ in range(4)]
+        now = time.time()
+        assert [response.code for response in responses] == [200, 200, 200, 429]
+        assert [r.headers["X-RateLimit-Remaining"] for r in responses] == ["2", "1", "0", "0"]
+        first = responses[0].headers
+        assert first["RateLimit-Policy"] == f'"ip";q=3;w={YEAR}' and first["X-RateLimit-Limit"] == "3"
+        window_end = (math.floor(now / YEAR) + 1) * YEAR - now
+        sliding = service_settings.ip_algorithm == "sliding_window"
+        reset = window_end + (YEAR if sliding else 0)
+        shown = re.fullmatch(r'"ip";r=2;t=(\d+)', first["RateLimit"])
+        assert shown is not None and abs(int(shown.group(1)) - reset) <= 2
+        assert first["X-RateLimit-Reset"] == shown.group(1)
+        # The sliding window's 3 weigh less as the next window goes on: 1 passes once they weigh 2.
+        retry_after = window_end + (YEAR / 3 if sliding else 0)
+        assert abs(int(responses[-1].headers["Retry-After"]) - retry_after) <= 2

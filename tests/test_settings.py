@@ -9,6 +9,7 @@ import pytest
 from tornado_rate_limiter.app import Settings, SettingsError
 from tornado_rate_limiter.app.settings import SETTINGS_HELP
 from tornado_rate_limiter.handlers import default_policies
+from tornado_rate_limiter.limiter import FixedWindow, Policy, SlidingWindow
 
 
 class TestFromEnv:
@@ -112,6 +113,8 @@ class TestFromEnv:
             ("RATE_LIMIT_BREAKER_COOLDOWN", "soon"),
             ("RATE_LIMIT_BREAKER_MAX_COOLDOWN", "0.5"),  # below the 2 s cool-down
             ("ACCESS_LOG", "verbose"),
+            ("RATE_LIMIT_ALGORITHM", "leaky_bucket"),
+            ("RATE_LIMIT_USER_ALGORITHM", "gcra"),
         ],
     )
     def test_a_bad_value_raises_naming_the_variable(self, name: str, value: str) -> None:
@@ -144,8 +147,13 @@ class TestFromEnv:
         """Each default --help shows reads back as the Settings default, and RateLimitConfig's default
         policies are the service's: the three places say one thing."""
         for name, default, _ in SETTINGS_HELP:
-            if default != "unset":
-                assert Settings.from_env({name: default}) == Settings(), name
+            if default in ("unset", "as for addresses"):
+                continue
+            environ, expected = {name: default}, Settings()
+            if name.endswith(("_LIMIT", "_WINDOW")):  # read only with a window algorithm
+                environ["RATE_LIMIT_ALGORITHM"] = "fixed_window"
+                expected = Settings(ip_algorithm="fixed_window", user_algorithm="fixed_window")
+            assert Settings.from_env(environ) == expected, name
         assert default_policies() == {"ip": Settings().ip_policy, "user": Settings().user_policy}
 
     def test_a_bad_secret_is_not_echoed(self) -> None:
@@ -153,3 +161,71 @@ class TestFromEnv:
         with pytest.raises(SettingsError) as raised:
             Settings.from_env({"JWT_SECRET": "hunter2"})
         assert "hunter2" not in str(raised.value)
+
+
+class TestAlgorithms:
+    def test_the_token_bucket_is_the_default(self) -> None:
+        """Nothing set: both identities get today's token buckets."""
+        settings = Settings.from_env({})
+        assert (settings.ip_policy, settings.user_policy) == (Policy(60, 1.0, name="ip"), Policy(120, 2.0, name="user"))
+
+    @pytest.mark.parametrize(("name", "kind"), [("fixed_window", FixedWindow), ("sliding_window", SlidingWindow)])
+    def test_a_window_algorithm_reads_limit_and_window(self, name: str, kind: type) -> None:
+        """RATE_LIMIT_ALGORITHM chooses the users' algorithm too, unless its USER_ form says otherwise."""
+        settings = Settings.from_env(
+            {"RATE_LIMIT_ALGORITHM": name, "RATE_LIMIT_LIMIT": "1000", "RATE_LIMIT_WINDOW": "3600"}
+        )
+        assert settings.ip_policy == kind(1000, 3600, name="ip")
+        assert settings.user_policy == kind(120, 60, name="user")
+
+    def test_each_identity_has_its_own_algorithm(self) -> None:
+        """USER_ALGORITHM overrides the algorithm for users only, with its own shape variables."""
+        settings = Settings.from_env(
+            {
+                "RATE_LIMIT_ALGORITHM": "SLIDING_WINDOW",
+                "RATE_LIMIT_USER_ALGORITHM": "token_bucket",
+                "RATE_LIMIT_USER_CAPACITY": "50",
+                "RATE_LIMIT_USER_WINDOW": "",  # empty is unset
+            }
+        )
+        assert settings.ip_policy == SlidingWindow(60, 60, name="ip")
+        assert settings.user_policy == Policy(50, 2.0, name="user")
+
+    @pytest.mark.parametrize(
+        ("environ", "named", "wanted"),
+        [
+            ({"RATE_LIMIT_LIMIT": "100"}, "RATE_LIMIT_LIMIT", "RATE_LIMIT_CAPACITY"),
+            (
+                {"RATE_LIMIT_ALGORITHM": "fixed_window", "RATE_LIMIT_REFILL_RATE": "2"},
+                "RATE_LIMIT_REFILL_RATE",
+                "RATE_LIMIT_LIMIT",
+            ),
+            (
+                {"RATE_LIMIT_USER_ALGORITHM": "sliding_window", "RATE_LIMIT_USER_CAPACITY": "9"},
+                "RATE_LIMIT_USER_CAPACITY",
+                "RATE_LIMIT_USER_LIMIT",
+            ),
+        ],
+    )
+    def test_a_variable_of_another_algorithm_is_refused(self, environ: dict[str, str], named: str, wanted: str) -> None:
+        """A shape variable the chosen algorithm does not read stops the start, naming both: a limit set
+        and silently unused would be worse."""
+        with pytest.raises(SettingsError, match=named) as raised:
+            Settings.from_env(environ)
+        assert wanted in str(raised.value)
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("RATE_LIMIT_LIMIT", "0"),
+            ("RATE_LIMIT_LIMIT", "2.5"),
+            ("RATE_LIMIT_WINDOW", "0"),
+            ("RATE_LIMIT_WINDOW", "2e9"),
+            ("RATE_LIMIT_USER_WINDOW", "soon"),
+        ],
+    )
+    def test_a_bad_window_value_is_refused(self, name: str, value: str) -> None:
+        """Limits are whole numbers from 1; windows numbers of seconds in (0, 1e9]."""
+        with pytest.raises(SettingsError, match=name) as raised:
+            Settings.from_env({"RATE_LIMIT_ALGORITHM": "fixed_window", name: value})
+        assert "expected" in str(raised.value)

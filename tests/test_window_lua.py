@@ -8,9 +8,10 @@ import uuid
 import pytest
 import redis
 from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.redis_process import RedisProcess
-from tests.test_window_models import MODELS, limits, starts, steps, windows
+from tests.test_window_models import MODELS, limits, starts, window_steps, windows
 from tornado_rate_limiter.limiter.algorithms.window import WindowState
 from tornado_rate_limiter.lua import read_script
 
@@ -33,9 +34,9 @@ def redis_take(
 
 
 @pytest.mark.parametrize("name", MODELS)
-@given(limit=limits, window=windows, start=starts, requests=steps)
+@given(data=st.data(), limit=limits, window=windows, start=starts)
 def test_redis_decides_as_the_model(
-    client: redis.Redis, name: str, limit: float, window: float, start: float, requests: list[tuple[float, int]]
+    client: redis.Redis, name: str, data: st.DataObject, limit: float, window: float, start: float
 ) -> None:
     """Invariant: for any sequence of requests on one key, the script allows exactly what the model allows
     and stores exactly the state the model keeps (and a TTL with it)."""
@@ -44,7 +45,7 @@ def test_redis_decides_as_the_model(
     key = f"window-lua:{uuid.uuid4().hex}"
     state: WindowState | None = None
     now = start
-    for delta, quarters in requests:
+    for delta, quarters in data.draw(window_steps(window), label="requests"):
         now = max(0.0, now + delta)
         cost = min(limit, quarters / 4)
         allowed, kept = take(state, now, policy, cost)

@@ -35,6 +35,16 @@ starts = st.one_of(st.just(0.0), st.integers(0, 2**24).map(lambda eighths: 1.6e9
 steps = st.lists(st.tuples(st.integers(-16, 400).map(lambda eighths: eighths / 8), st.integers(1, 12)), max_size=60)
 
 
+@st.composite
+def window_steps(draw: st.DrawFn, window: float) -> list[tuple[float, int]]:
+    """Requests as ``steps``, or stepping in eighths of the window (back up to 1.5 windows, forward up to
+    2.5), so that the clock going back across window edges, with counts in both windows, comes up."""
+    if draw(st.booleans()):
+        return draw(steps)
+    eighths = st.integers(-12, 20).map(lambda count: count * window / 8)  # exact: every window is dyadic
+    return draw(st.lists(st.tuples(eighths, st.integers(1, 12)), max_size=60))
+
+
 @dataclass
 class Step:
     now: float  # the time asked at

@@ -113,3 +113,7 @@ class Algorithm(ABC, Generic[P, S]):
     @abstractmethod
     def next_reset(self, policy: P, decision: Decision) -> float:
         """The ``t`` of ``RateLimit``: seconds until quota comes back."""
+
+    @abstractmethod
+    def describe(self, policy: P) -> str:
+        """The policy in words, for ``--check`` and logs."""

@@ -97,5 +97,8 @@ class TokenBucketAlgorithm(Algorithm[Policy, BucketState]):
         target = min(policy.capacity, math.floor(decision.remaining) + 1)
         return (target - decision.remaining) / policy.refill_rate
 
+    def describe(self, policy: Policy) -> str:
+        return f"{policy.name}: token bucket of {policy.capacity:g} tokens, {policy.refill_rate:g} per second"
+
 
 TOKEN_BUCKET = TokenBucketAlgorithm()

@@ -114,6 +114,9 @@ class WindowAlgorithm(Algorithm[W, WindowState]):
         """The draft's ``t`` for a window: seconds until the quota is whole again (``reset_after``)."""
         return decision.reset_after
 
+    def describe(self, policy: W) -> str:
+        return f"{policy.name}: {self.name.replace('_', ' ')} of {policy.limit:g} per {policy.window:g} s"
+
 
 @lru_cache(maxsize=1024)
 def _script_args(policy: WindowPolicy, cost: float) -> tuple[str, str, str]:
