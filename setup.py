@@ -62,7 +62,14 @@ setup(
         # `make bench` (bench/): peers to compare with, pinned so figures compare across runs. limits has
         # no extra for redis.asyncio that fits: `async-redis` is coredis, `redis` caps redis<8; its
         # implementation="redispy" only needs redis.asyncio, which our own redis requirement provides.
-        "bench": ["limits==5.8.0", "pyrate-limiter==4.5.1", "token-bucket==0.4.0", "py-spy==0.4.3"],
+        # throttled-py likewise: its redis extra caps redis<8; it runs on our redis.asyncio.
+        "bench": [
+            "limits==5.8.0",
+            "pyrate-limiter==4.5.1",
+            "throttled-py==3.5.0",
+            "token-bucket==0.4.0",
+            "py-spy==0.4.3",
+        ],
     },
     zip_safe=False,
 )

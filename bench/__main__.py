@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only library|http|memory|profile] [--output PATH]`
+"""`python -m bench [--quick] [--only library|algorithms|http|memory|profile] [--output PATH]`
 
 Runs the measurements, each bounded in time, against one redis-server of its own (a free port, no
 persistence, stopped by its PID at the end); writes the figures as JSON (benchmarks.json next to the
@@ -19,7 +19,7 @@ from typing import Any
 from bench import environment, library, report
 from tests.redis_process import RedisProcess
 
-SECTIONS = ["library", "http", "profile", "memory"]
+SECTIONS = ["library", "algorithms", "http", "profile", "memory"]
 FULL = {
     "library_seconds": 3.0,
     "http_seconds": 8.0,
@@ -42,6 +42,7 @@ def log(started: float, message: str) -> None:
 
 def measure(sections: list[str], settings: dict[str, Any], started: float) -> dict[str, Any]:
     # Imported here so that `--only memory` does not pay for what it does not run.
+    from bench.algorithms import run_algorithms
     from bench.http import run_http
     from bench.memory import run_memory
     from bench.profile import run_profile
@@ -55,6 +56,16 @@ def measure(sections: list[str], settings: dict[str, Any], started: float) -> di
             results["library_local"] = library.run_local(settings["library_seconds"])
             log(started, f"library: Redis on port {redis.port}")
             results["library_redis"] = library.run_redis(redis.url, redis.port, settings["library_seconds"], flush)
+        if "algorithms" in sections:
+            log(
+                started,
+                "algorithms: Redis, memory, bytes per key" + ("" if settings["quick"] else ", exactness (~95 s)"),
+            )
+            results.update(
+                run_algorithms(
+                    redis.url, settings["library_seconds"], settings["memory_keys"], not settings["quick"], flush
+                )
+            )
         if "http" in sections:
             log(started, "http")
             results["http"] = run_http(redis.url, settings["http_seconds"], settings["http_warmup"], flush)

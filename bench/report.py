@@ -81,6 +81,26 @@ TARGETS: list[tuple[str, Figure, Figure | None, str, float]] = [
         ">=",
         1.0,
     ),
+    # Each of our algorithms against the peers' nearest, on one Redis (limits has no token bucket: its nearest
+    # is the moving window).
+    *(
+        (
+            f"Redis {ours.removeprefix('ours_').replace('_', ' ')} decisions/s vs {peer.replace('_', ' ', 1)}",
+            ("algorithms_redis", ours, "decisions_per_s"),
+            ("algorithms_redis", peer, "decisions_per_s"),
+            ">=",
+            goal,
+        )
+        for ours, peer, goal in [
+            ("ours_token_bucket", "limits_moving", 3.0),
+            ("ours_fixed_window", "limits_fixed", 3.0),
+            ("ours_sliding_window", "limits_sliding", 3.0),
+            ("ours_token_bucket", "throttled_token_bucket", 10.0),
+            ("ours_token_bucket", "throttled_gcra", 10.0),
+            ("ours_fixed_window", "throttled_fixed_window", 10.0),
+            ("ours_sliding_window", "throttled_sliding_window", 10.0),
+        ]
+    ),
     (
         "local backend bytes per key (tracemalloc, memory section)",
         ("memory", "ours_acquire_now", "traced_bytes_per_key"),
@@ -222,6 +242,78 @@ def http_section(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def algorithms_section(results: dict[str, Any]) -> list[str]:
+    settings = results["meta"]["settings"]
+    lines = ["## Algorithms", ""]
+    for section, title, base_id in (
+        (
+            "algorithms_redis",
+            f"### On Redis: {settings['callers']} concurrent asyncio callers, {settings['keys']:,} keys, "
+            f"{settings['library_seconds']:g} s each",
+            "ours_token_bucket",
+        ),
+        ("algorithms_local", "### In memory, one thread (LocalBackend.acquire_now)", "ours_token_bucket"),
+    ):
+        rows_in = results.get(section)
+        if not rows_in:
+            continue
+        base = figure(results, (section, base_id, "decisions_per_s"))
+        rows = [
+            [row["label"], *error_cells(row, 2)]
+            if "error" in row
+            else [row["label"], number(row["decisions_per_s"]), ratio(row["decisions_per_s"], base)]
+            for row in rows_in
+        ]
+        lines += [title, "", *table(["implementation", "decisions/s", "vs our token bucket"], rows), ""]
+    if results.get("algorithms_redis"):
+        lines[2:2] = [
+            "Every decision allowed (a token bucket of 1e9 refilled at 1e9/s; windows of 1e9 per hour). The same",
+            "redis-server for every row, emptied between rows; best of three runs.",
+            "",
+        ]
+    memory = results.get("algorithms_memory")
+    if memory:
+        rows = [
+            [row["label"], number(row["redis_bytes_per_key"]), number(row["local_bytes_per_key"])] for row in memory
+        ]
+        lines += [
+            f"### Bytes per key at {memory[0]['keys']:,} keys",
+            "",
+            "One decision on each of that many new keys (`ip:10.a.b.c`), under policies that keep every key (a",
+            "bucket of 10 refilled at 0.001/s, windows of an hour). Redis: `INFO memory` used_memory after minus",
+            "before; in memory: tracemalloc's traced memory after minus before. Both divided by the keys.",
+            "",
+            *table(["algorithm", "Redis bytes/key", "in-memory bytes/key"], rows),
+            "",
+        ]
+    exactness = results.get("algorithms_exactness")
+    if exactness:
+        lines += [
+            "### Exactness: what each admits against what its own definition allows",
+            "",
+            "In real time on the same Redis (the peers read their own clocks, and throttled-py's token bucket",
+            "Redis's TIME in whole seconds): every limiter gets the same requests at the same moments, on a key",
+            "of its own. The definition column applies each limiter's own documented algorithm to the moments",
+            "the requests were sent (limits' windows start at a key's first hit; ours and throttled-py's at the",
+            "epoch). Over: it admitted more than its definition allows; under: fewer.",
+            "",
+        ]
+        for name, scenario in exactness.items():
+            rows = []
+            for row in scenario["rows"]:
+                gap = row["admitted"] - row["definition"]
+                verdict = "exact" if gap == 0 else (f"over by {gap}" if gap > 0 else f"under by {-gap}")
+                rows.append([row["label"], str(row["admitted"]), str(row["definition"]), verdict])
+            requests = scenario["rows"][0]["requests"] if scenario["rows"] else 0
+            lines += [
+                f"**{name}**: {scenario['description']} ({requests} requests)",
+                "",
+                *table(["limiter", "admitted", "its definition allows", ""], rows),
+                "",
+            ]
+    return lines if len(lines) > 2 else []
+
+
 def memory_section(results: dict[str, Any]) -> list[str]:
     rows_in = results.get("memory")
     if not rows_in:
@@ -319,12 +411,13 @@ def render(results: dict[str, Any]) -> str:
         "`python -m bench.report` writes this page again from `docs/benchmarks.json`.",
         "",
     ]
-    if meta["settings"]["quick"] or meta["sections"] != ["library", "http", "profile", "memory"]:
+    if meta["settings"]["quick"] or meta["sections"] != ["library", "algorithms", "http", "profile", "memory"]:
         header += [f"**Partial run** (`python -m bench {' '.join(meta['arguments'])}`): not for comparison.", ""]
     sections = [
         header,
         targets_section(results),
         library_section(results),
+        algorithms_section(results),
         http_section(results),
         memory_section(results),
         profile_section(results),
