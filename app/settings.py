@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from tornado_rate_limiter.app.connections import default_max_connections
 from tornado_rate_limiter.limiter import FixedWindow, Policy, SlidingWindow
 from tornado_rate_limiter.limiter.algorithms import AnyPolicy
+from tornado_rate_limiter.limiter.algorithms.window import MIN_WINDOW
 from tornado_rate_limiter.limiter.breaker import BreakerConfig
 from tornado_rate_limiter.limiter.bucket import MAX_REFILL_SECONDS
 from tornado_rate_limiter.limiter.limiter import MIN_FALLBACK_SHARE
@@ -88,7 +89,10 @@ def _rate(environ: Mapping[str, str], name: str, default: float) -> float:
 
 
 def _window(environ: Mapping[str, str], name: str, default: float) -> float:
-    return _number(environ, name, default, 0, MAX_REFILL_SECONDS, "a number of seconds, such as 60 or 86400,")
+    window = _number(environ, name, default, 0, MAX_REFILL_SECONDS, "a number of seconds, such as 60 or 86400,")
+    if window < MIN_WINDOW:
+        raise _fail(name, environ[name].strip(), f"a number of seconds from {MIN_WINDOW:g} to {MAX_REFILL_SECONDS:g}")
+    return window
 
 
 def _choice(environ: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -141,12 +145,13 @@ def _algorithm(environ: Mapping[str, str], family: str, default: str) -> str:
     set but silently unused is worse than a start that says so."""
     name = f"RATE_LIMIT_{family}ALGORITHM"
     algorithm = _choice(environ, name, default, ALGORITHM_CHOICES)
+    chosen_by = name if _raw(environ, name) is not None or not family else f"{name} (RATE_LIMIT_ALGORITHM's)"
     for other in {shape for shapes in _SHAPE_VARIABLES.values() for shape in shapes} - set(_SHAPE_VARIABLES[algorithm]):
         variable = f"RATE_LIMIT_{family}{other}"
         if _raw(environ, variable) is not None:
             wanted = " and ".join(f"RATE_LIMIT_{family}{shape}" for shape in _SHAPE_VARIABLES[algorithm])
             message = (
-                f"{variable} is set, but {name} is {algorithm}, which uses {wanted} instead: "
+                f"{variable} is set, but {chosen_by} is {algorithm}, which uses {wanted} instead: "
                 f"unset {variable} or choose the algorithm it belongs to"
             )
             raise SettingsError(message)

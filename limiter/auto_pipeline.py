@@ -111,9 +111,9 @@ class AutoPipeline:
         return reply
 
     async def load_scripts(self) -> None:
-        """SCRIPT LOAD of every script (on every primary of a Cluster)."""
-        for script in self.scripts:
-            await self.client.script_load(script.text)
+        """SCRIPT LOAD of every script (on every primary of a Cluster), all at once: after a NOSCRIPT this
+        runs inside one decision's deadline, so it must cost one round trip, not one per script."""
+        await asyncio.gather(*(self.client.script_load(script.text) for script in self.scripts))
 
     async def aclose(self) -> None:
         """Refuse new calls and stop the round trips under way (their callers get BackendError)."""

@@ -1,7 +1,9 @@
 -- fixed_window.lua: one atomic fixed-window decision. It mirrors limiter/algorithms/fixed_window.py
 -- (take) operation for operation, so Redis and the model decide bit for bit alike.
 --
--- KEYS[1]  the window's counter. Value: "<window index> <current>", written with %.17g.
+-- KEYS[1]  the window's counter. Value: "fw <window index> <current>", the numbers written with %.17g;
+--          the tag keeps another algorithm's value under the same key name (a policy whose algorithm
+--          changed) from being read as a count: it reads as a fresh key.
 -- ARGV[1]  limit      cost admitted per window, > 0
 -- ARGV[2]  window     seconds, > 0; windows are aligned to the Unix epoch
 -- ARGV[3]  cost       0 < cost <= limit
@@ -27,7 +29,7 @@ local index = math.floor(now / window)
 local stored_index, current = nil, 0
 local stored = redis.call('GET', KEYS[1])
 if stored then
-  local s_index, s_current = string.match(stored, '^(%S+) (%S+)$')
+  local s_index, s_current = string.match(stored, '^fw (%S+) (%S+)$')
   stored_index, current = tonumber(s_index), tonumber(s_current)
   if stored_index == nil or current == nil then stored_index, current = nil, 0 end -- not ours: fresh
 end
@@ -44,7 +46,7 @@ if current + cost <= limit then
   allowed = 1
   current = current + cost
   local ttl_ms = math.max(1, math.ceil(((index + 1) * window - at) * 1000) + slack_ms)
-  redis.call('SET', KEYS[1], string.format('%.17g %.17g', index, current), 'PX', string.format('%d', ttl_ms))
+  redis.call('SET', KEYS[1], string.format('fw %.17g %.17g', index, current), 'PX', string.format('%d', ttl_ms))
 end
 
 return { allowed, string.format('%.17g', index), string.format('%.17g', current), string.format('%.17g', now) }

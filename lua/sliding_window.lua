@@ -1,7 +1,8 @@
 -- sliding_window.lua: one atomic sliding-window-counter decision. It mirrors
 -- limiter/algorithms/sliding_window.py (counts, estimate, take) operation for operation.
 --
--- KEYS[1]  the counter. Value: "<window index> <current> <previous>", written with %.17g.
+-- KEYS[1]  the counter. Value: "sw <window index> <current> <previous>", the numbers written with
+--          %.17g; the tag keeps another algorithm's value from being read as counts (it reads as fresh).
 -- ARGV[1]  limit      cost admitted per sliding window, > 0
 -- ARGV[2]  window     seconds, > 0; windows are aligned to the Unix epoch
 -- ARGV[3]  cost       0 < cost <= limit
@@ -27,7 +28,7 @@ local index = math.floor(now / window)
 local stored_index, stored_current, stored_previous = nil, 0, 0
 local stored = redis.call('GET', KEYS[1])
 if stored then
-  local s_index, s_current, s_previous = string.match(stored, '^(%S+) (%S+) (%S+)$')
+  local s_index, s_current, s_previous = string.match(stored, '^sw (%S+) (%S+) (%S+)$')
   stored_index, stored_current, stored_previous = tonumber(s_index), tonumber(s_current), tonumber(s_previous)
   if stored_index == nil or stored_current == nil or stored_previous == nil then
     stored_index, stored_current, stored_previous = nil, 0, 0 -- not ours: fresh
@@ -54,7 +55,7 @@ if estimated + cost <= limit then
   current = current + cost
   -- This window's count matters until the end of the next one.
   local ttl_ms = math.max(1, math.ceil(((index + 2) * window - at) * 1000) + slack_ms)
-  redis.call('SET', KEYS[1], string.format('%.17g %.17g %.17g', index, current, previous),
+  redis.call('SET', KEYS[1], string.format('sw %.17g %.17g %.17g', index, current, previous),
              'PX', string.format('%d', ttl_ms))
   return { allowed, string.format('%.17g', index), string.format('%.17g', current),
            string.format('%.17g', previous), string.format('%.17g', now) }

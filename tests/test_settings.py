@@ -191,6 +191,15 @@ class TestAlgorithms:
         assert settings.ip_policy == SlidingWindow(60, 60, name="ip")
         assert settings.user_policy == Policy(50, 2.0, name="user")
 
+    def test_an_inherited_algorithm_is_named_as_such(self) -> None:
+        """A users' shape variable that does not fit the algorithm inherited from RATE_LIMIT_ALGORITHM says
+        where that algorithm came from."""
+        environ = {"RATE_LIMIT_ALGORITHM": "fixed_window", "RATE_LIMIT_USER_CAPACITY": "9"}
+        with pytest.raises(
+            SettingsError, match=r"RATE_LIMIT_USER_ALGORITHM \(RATE_LIMIT_ALGORITHM's\) is fixed_window"
+        ):
+            Settings.from_env(environ)
+
     @pytest.mark.parametrize(
         ("environ", "named", "wanted"),
         [
@@ -220,6 +229,7 @@ class TestAlgorithms:
             ("RATE_LIMIT_LIMIT", "0"),
             ("RATE_LIMIT_LIMIT", "2.5"),
             ("RATE_LIMIT_WINDOW", "0"),
+            ("RATE_LIMIT_WINDOW", "1e-300"),  # floor(now / window) overflowed: a 500 on every request
             ("RATE_LIMIT_WINDOW", "2e9"),
             ("RATE_LIMIT_USER_WINDOW", "soon"),
         ],

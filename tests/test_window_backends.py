@@ -67,7 +67,7 @@ def test_a_cached_denial_is_the_denial_redis_gives(
         return  # the sliding window's earlier windows weighed less than the cost: nothing to cache
     stored = redis_backend.run(backend.client.get(backend.redis_key(key, policy)))
     assert isinstance(stored, bytes)
-    _, state, _ = algorithm_for(policy).parse_reply([0, *stored.split(), "0"])
+    _, state, _ = algorithm_for(policy).parse_reply([0, *stored.split()[1:], "0"])  # after its tag
     cache = OverLimitCache()
     cache.remember(backend.redis_key(key, policy), policy, state, t0, asked_at=0.0)
     t1 = t0 + data.draw(st.integers(0, 24), label="eighths of a window later") / 8 * window
@@ -139,6 +139,32 @@ class TestOnRedis:
             await backend.close()
 
         asyncio.run(scenario())
+
+    def test_a_key_another_algorithm_wrote_reads_as_fresh(self, redis_server: RedisProcess) -> None:
+        """A policy whose algorithm changed under the same name (a deploy): the other algorithm's value reads
+        as a fresh key, never as counts. A bucket's "999 <stamp>" once read as window 999 holding ~1.8e9,
+        denying the client for years (and the cache of denials kept it)."""
+        same_key = "ip:203.0.113.9"
+        shapes: list[AnyPolicy] = [
+            TokenBucket(1000, 1.0, name="changed"),
+            FixedWindow(1000, 30 * 86_400, name="changed"),
+            SlidingWindow(1000, 30 * 86_400, name="changed"),
+        ]
+
+        async def scenario() -> list[float]:
+            backend = RedisBackend.from_url(redis_server.url, key_prefix=f"{uuid.uuid4().hex}:", timeout=2.0)
+            remaining = []
+            for before in shapes:
+                for after in shapes:
+                    if after is before:
+                        continue
+                    await backend.client.delete(backend.redis_key(same_key, before))
+                    await backend.acquire(same_key, before, cost=1)
+                    remaining.append((await backend.acquire(same_key, after, cost=1)).remaining)
+            await backend.close()
+            return remaining
+
+        assert asyncio.run(scenario()) == [999.0] * 6
 
 
 class TestWithoutRedis:

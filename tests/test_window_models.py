@@ -186,3 +186,10 @@ class TestSemantics:
         values = {"limit": 10.0, "window": 60.0, field: 0.0}
         with pytest.raises(ValueError, match=field):
             kind(values["limit"], values["window"])
+
+    @pytest.mark.parametrize("window", [1e-300, 0.0009, 1.1e9])
+    def test_a_window_outside_a_millisecond_to_31_years_is_refused(self, window: float) -> None:
+        """Windows from 1 ms to 1e9 s: shorter ones overflow floor(now / window) (1e-300) or put the window
+        index past 2**53, where Lua and Python compare indexes differently."""
+        with pytest.raises(ValueError, match=r"window must be from 0\.001 s"):
+            FixedWindow(1, window)

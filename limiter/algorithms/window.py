@@ -12,6 +12,10 @@ from typing import Any, NamedTuple, TypeVar
 from tornado_rate_limiter.limiter.algorithms.base import Algorithm
 from tornado_rate_limiter.limiter.bucket import MAX_REFILL_SECONDS, Decision, check_policy_name, positive_finite
 
+# The shortest window: its index at today's epoch times stays far below 2**53, where Lua's numbers and
+# Python's integers would compare window indexes differently (and 1e-300 s overflowed floor(now / window)).
+MIN_WINDOW = 0.001
+
 
 @dataclass(frozen=True, slots=True)
 class WindowPolicy:
@@ -25,8 +29,10 @@ class WindowPolicy:
     def __post_init__(self) -> None:
         object.__setattr__(self, "limit", positive_finite("limit", self.limit))
         object.__setattr__(self, "window", positive_finite("window", self.window))
-        if self.window > MAX_REFILL_SECONDS:
-            message = f"window must be at most {MAX_REFILL_SECONDS:g} s (31 years), got {self.window!r}"
+        if not MIN_WINDOW <= self.window <= MAX_REFILL_SECONDS:
+            message = (
+                f"window must be from {MIN_WINDOW:g} s to {MAX_REFILL_SECONDS:g} s (31 years), got {self.window!r}"
+            )
             raise ValueError(message)
         check_policy_name(self.name)
 
