@@ -28,7 +28,20 @@ from throttled.asyncio import Throttled
 from throttled.asyncio import store as throttled_store
 from throttled.asyncio.rate_limiter import Quota, per_duration
 
-from bench.library import CALLERS, HIGH, REDIS_TIMEOUT, AsyncBatch, RedisPeer, Row, attempt, time_batches, time_callers
+from bench.library import (
+    CALLERS,
+    HIGH,
+    REDIS_TIMEOUT,
+    AsyncBatch,
+    RedisPeer,
+    Row,
+    attempt,
+    limits_redis,
+    local_batch,
+    ours_redis_with,
+    time_batches,
+    time_callers,
+)
 from tornado_rate_limiter.limiter import FixedWindow, LocalBackend, RedisBackend, SlidingWindow, TokenBucket, bucket
 from tornado_rate_limiter.limiter.algorithms import AnyPolicy, fixed_window, sliding_window
 from tornado_rate_limiter.limiter.algorithms.window import WindowState
@@ -49,48 +62,6 @@ KEPT: dict[str, AnyPolicy] = {
 
 
 # --- throughput ---------------------------------------------------------------------------------------
-
-
-def ours_redis(policy: AnyPolicy) -> RedisPeer:
-    @asynccontextmanager
-    async def peer(url: str) -> AsyncIterator[AsyncBatch]:
-        backend = RedisBackend.from_url(url, timeout=REDIS_TIMEOUT)
-
-        async def batch(keys: Sequence[str]) -> int:
-            allowed = 0
-            for key in keys:
-                allowed += (await backend.acquire(key, policy)).allowed
-            return allowed
-
-        try:
-            yield batch
-        finally:
-            await backend.close()
-
-    return peer
-
-
-def limits_redis(strategy: type[limits.aio.strategies.RateLimiter], item: limits.RateLimitItem) -> RedisPeer:
-    @asynccontextmanager
-    async def peer(url: str) -> AsyncIterator[AsyncBatch]:
-        # implementation="redispy": limits on redis.asyncio (its default would be coredis).
-        storage = limits.aio.storage.RedisStorage(url.replace("redis://", "async+redis://"), implementation="redispy")
-        hit = strategy(storage).hit
-
-        async def batch(keys: Sequence[str]) -> int:
-            allowed = 0
-            for key in keys:
-                allowed += await hit(item, key)
-            return allowed
-
-        try:
-            yield batch
-        finally:
-            client = getattr(storage.bridge, "storage", None)  # limits has no close(); its client does
-            if client is not None:
-                await client.aclose()
-
-    return peer
 
 
 def throttled_redis(using: str, quota: Quota) -> RedisPeer:
@@ -121,7 +92,7 @@ class Peer(NamedTuple):
 
 REDIS_ROWS = [
     *(
-        Peer(f"ours_{name}", f"ours: {name} (RedisBackend.acquire)", ours_redis(policy))
+        Peer(f"ours_{name}", f"ours: {name} (RedisBackend.acquire)", ours_redis_with(policy))
         for name, policy in OURS.items()
     ),
     Peer(
@@ -155,16 +126,7 @@ def time_peer(peer: RedisPeer, url: str, seconds: float) -> list[tuple[int, int,
 
 
 def time_local(policy: AnyPolicy, seconds: float) -> list[tuple[int, int, float]]:
-    backend = LocalBackend(max_keys=4_000_000)
-    acquire = backend.acquire_now
-
-    def batch(keys: Sequence[str]) -> int:
-        allowed = 0
-        for key in keys:
-            allowed += acquire(key, policy).allowed
-        return allowed
-
-    return time_batches(batch, seconds)
+    return time_batches(local_batch(policy), seconds)
 
 
 # --- bytes per key --------------------------------------------------------------------------------------

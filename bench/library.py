@@ -28,6 +28,7 @@ import token_bucket
 from pyrate_limiter.buckets.redis_bucket import LuaScript
 
 from tornado_rate_limiter.limiter import LocalBackend, Policy, RedisBackend
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy
 from tornado_rate_limiter.limiter.redis import TOKEN_BUCKET_SCRIPT, TOKEN_BUCKET_SHA
 
 FixedWindow, MovingWindow = limits.strategies.FixedWindowRateLimiter, limits.strategies.MovingWindowRateLimiter
@@ -79,9 +80,13 @@ LocalFactory = Callable[[float, float], Batch]
 
 
 def ours_sync(capacity: float, rate: float) -> Batch:
+    return local_batch(Policy(capacity, rate, name="bench"))
+
+
+def local_batch(policy: AnyPolicy) -> Batch:
+    """LocalBackend.acquire_now under ``policy``, once per key."""
     # Room for bench/memory.py's million keys: the bound is per shard, and shards fill unevenly.
-    backend, policy = LocalBackend(max_keys=4_000_000), Policy(capacity, rate, name="bench")
-    acquire = backend.acquire_now
+    acquire = LocalBackend(max_keys=4_000_000).acquire_now
 
     def batch(keys: Sequence[str]) -> int:
         allowed = 0
@@ -297,20 +302,28 @@ async def time_callers(batch: AsyncBatch, callers: int, size: int, seconds: floa
     return [await run(seconds / REPEATS) for _ in range(REPEATS)]
 
 
-@asynccontextmanager
-async def ours_redis(url: str) -> AsyncIterator[AsyncBatch]:
-    backend, policy = RedisBackend.from_url(url, timeout=REDIS_TIMEOUT), Policy(HIGH, HIGH, name="bench")
+def ours_redis_with(policy: AnyPolicy) -> RedisPeer:
+    """RedisBackend.acquire under ``policy``, once per key."""
 
-    async def batch(keys: Sequence[str]) -> int:
-        allowed = 0
-        for key in keys:
-            allowed += (await backend.acquire(key, policy)).allowed
-        return allowed
+    @asynccontextmanager
+    async def peer(url: str) -> AsyncIterator[AsyncBatch]:
+        backend = RedisBackend.from_url(url, timeout=REDIS_TIMEOUT)
 
-    try:
-        yield batch
-    finally:
-        await backend.close()
+        async def batch(keys: Sequence[str]) -> int:
+            allowed = 0
+            for key in keys:
+                allowed += (await backend.acquire(key, policy)).allowed
+            return allowed
+
+        try:
+            yield batch
+        finally:
+            await backend.close()
+
+    return peer
+
+
+ours_redis = ours_redis_with(Policy(HIGH, HIGH, name="bench"))
 
 
 @asynccontextmanager
@@ -350,18 +363,22 @@ async def raw_pipelined(url: str) -> AsyncIterator[AsyncBatch]:
         await client.aclose()
 
 
-def limits_redis(strategy: type[limits.aio.strategies.RateLimiter]) -> RedisPeer:
+def limits_redis(
+    strategy: type[limits.aio.strategies.RateLimiter], item: limits.RateLimitItem | None = None
+) -> RedisPeer:
+    """``strategy`` on redis.asyncio, hitting ``item`` (default: HIGH per second) once per key."""
+
     @asynccontextmanager
     async def peer(url: str) -> AsyncIterator[AsyncBatch]:
         # implementation="redispy": limits on redis.asyncio (its default would be coredis).
         storage = limits.aio.storage.RedisStorage(url.replace("redis://", "async+redis://"), implementation="redispy")
         hit = strategy(storage).hit
-        item = limits.RateLimitItemPerSecond(HIGH)
+        limit = item or limits.RateLimitItemPerSecond(HIGH)
 
         async def batch(keys: Sequence[str]) -> int:
             allowed = 0
             for key in keys:
-                allowed += await hit(item, key)
+                allowed += await hit(limit, key)
             return allowed
 
         try:
