@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 from tests.redis_process import RedisProcess
 from tests.test_window_models import MODELS, limits, starts, window_steps, windows
+from tornado_rate_limiter.limiter.algorithms.fixed_window import FIXED_WINDOW
+from tornado_rate_limiter.limiter.algorithms.sliding_window import SLIDING_WINDOW
 from tornado_rate_limiter.limiter.algorithms.window import WindowState
-from tornado_rate_limiter.lua import read_script
 
-SCRIPTS = {"fixed": read_script("fixed_window.lua"), "sliding": read_script("sliding_window.lua")}
+SCRIPTS = {"fixed": FIXED_WINDOW.script.text, "sliding": SLIDING_WINDOW.script.text}
 
 
 @pytest.fixture(scope="module")

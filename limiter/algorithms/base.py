@@ -22,14 +22,20 @@ S = TypeVar("S")  # the state it stores per key
 
 
 class Script:
-    """One Lua script of ``lua/``: its text and the SHA1 that EVALSHA names it by."""
+    """One Lua script: its text and the SHA1 that EVALSHA names it by."""
 
     __slots__ = ("name", "sha", "text")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, text: str) -> None:
         self.name = name
-        self.text = read_script(name)
-        self.sha = hashlib.sha1(self.text.encode("utf-8")).hexdigest()
+        self.text = text
+        self.sha = hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+    @classmethod
+    def single(cls, fragment: str, function: str) -> Script:
+        """The one-limit script of an algorithm: its function (``lua/<fragment>``) run by ``lua/single.lua``."""
+        text = f"{read_script(fragment)}\nlocal step = {function}\n\n{read_script('single.lua')}"
+        return cls(fragment, text)
 
     def __repr__(self) -> str:
         return f"Script({self.name!r})"

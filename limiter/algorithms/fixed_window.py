@@ -59,7 +59,7 @@ def decide(allowed: bool, kept: WindowState | None, now: float, policy: WindowPo
 class FixedWindowAlgorithm(WindowAlgorithm[FixedWindow]):
     name = "fixed_window"
     policy_type = FixedWindow
-    script = Script("fixed_window.lua")
+    script = Script.single("fixed_window.lua", "fixed_window")
 
     def take(
         self, state: WindowState | None, now: float, policy: FixedWindow, cost: float

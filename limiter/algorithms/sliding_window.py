@@ -87,7 +87,7 @@ def decide(allowed: bool, kept: WindowState | None, now: float, policy: WindowPo
 class SlidingWindowAlgorithm(WindowAlgorithm[SlidingWindow]):
     name = "sliding_window"
     policy_type = SlidingWindow
-    script = Script("sliding_window.lua")
+    script = Script.single("sliding_window.lua", "sliding_window")
 
     def take(
         self, state: WindowState | None, now: float, policy: SlidingWindow, cost: float

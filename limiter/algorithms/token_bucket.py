@@ -30,7 +30,7 @@ def _script_args(policy: Policy, cost: float) -> tuple[str, str, str]:
 class TokenBucketAlgorithm(Algorithm[Policy, BucketState]):
     name = "token_bucket"
     policy_type = Policy
-    script = Script("token_bucket.lua")
+    script = Script.single("token_bucket.lua", "token_bucket")
 
     def validate_cost(self, cost: object, policy: Policy) -> float:
         return bucket.validate_cost(cost, policy)
