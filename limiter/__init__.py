@@ -15,12 +15,14 @@ from tornado_rate_limiter.limiter.limiter import RateLimiter
 from tornado_rate_limiter.limiter.local import LocalBackend
 from tornado_rate_limiter.limiter.metrics import LimiterMetrics
 from tornado_rate_limiter.limiter.redis import RedisBackend
+from tornado_rate_limiter.limiter.verdict import Charge, Verdict
 
 __all__ = [
     "Backend",
     "BackendError",
     "BreakerConfig",
     "BreakerState",
+    "Charge",
     "CircuitBreaker",
     "CircuitOpenError",
     "Decision",
@@ -33,4 +35,5 @@ __all__ = [
     "RedisBackend",
     "SlidingWindow",
     "TokenBucket",
+    "Verdict",
 ]

@@ -49,7 +49,7 @@ class _Call(NamedTuple):
     """One script call waiting for the next round trip."""
 
     script: Script
-    key: str
+    keys: tuple[str, ...]  # one, or several in one hash slot
     args: tuple[str, ...]
     packed: bytes  # the whole EVALSHA command in RESP
     reply: asyncio.Future[Any]
@@ -61,9 +61,10 @@ def _bulk(value: bytes) -> bytes:
 
 
 @lru_cache(maxsize=64)
-def _packed_head(sha: str, arg_count: int) -> bytes:
-    """EVALSHA <sha> 1 in RESP: all but the key and the arguments is the same in every call of a script."""
-    return b"*%d\r\n$7\r\nEVALSHA\r\n%s$1\r\n1\r\n" % (4 + arg_count, _bulk(sha.encode()))
+def _packed_head(sha: str, key_count: int, arg_count: int) -> bytes:
+    """EVALSHA <sha> <numkeys> in RESP: all but the keys and the arguments is the same in every call."""
+    count = str(key_count).encode()
+    return b"*%d\r\n$7\r\nEVALSHA\r\n%s%s" % (3 + key_count + arg_count, _bulk(sha.encode()), _bulk(count))
 
 
 @lru_cache(maxsize=1024)
@@ -77,8 +78,9 @@ def _redirected(reply: Any) -> bool:
 
 
 class AutoPipeline:
-    """EVALSHA of ``scripts``, one key per call, pipelined per event-loop turn, each round trip bounded by
-    ``timeout`` seconds (waiting for a pooled connection included). ``round_trips`` counts them."""
+    """EVALSHA of ``scripts`` (each call's keys in one hash slot), pipelined per event-loop turn, each round
+    trip bounded by ``timeout`` seconds (waiting for a pooled connection included). ``round_trips`` counts
+    them."""
 
     def __init__(self, client: RedisClient, scripts: Sequence[Script], timeout: float) -> None:
         self.client = client
@@ -89,7 +91,7 @@ class AutoPipeline:
         self._senders: set[asyncio.Task[None]] = set()  # round trips under way (kept referenced)
         self._closed = False
 
-    def call(self, script: Script, key: str, args: tuple[str, ...]) -> asyncio.Future[Any]:
+    def call(self, script: Script, keys: tuple[str, ...], args: tuple[str, ...]) -> asyncio.Future[Any]:
         """Queue one call of ``script`` (one of ``scripts``); await the result for its reply. Raises what
         Redis raised for it.
 
@@ -98,10 +100,11 @@ class AutoPipeline:
         if self._closed:
             message = "the Redis backend is closed"
             raise BackendError(message)
-        packed = _packed_head(script.sha, len(args)) + _bulk(key.encode()) + _packed_args(args)
+        packed = _packed_head(script.sha, len(keys), len(args)) + b"".join(_bulk(key.encode()) for key in keys)
+        packed += _packed_args(args)
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         waiting = self._waiting
-        waiting.append(_Call(script, key, args, packed, reply))
+        waiting.append(_Call(script, keys, args, packed, reply))
         if len(waiting) == 1:
             sender = asyncio.create_task(self._send_waiting(waiting))
             self._senders.add(sender)
@@ -233,12 +236,12 @@ class AutoPipeline:
         by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
         for index in indexes:
             try:
-                node = client.get_node_from_key(calls[index].key)
+                node = client.get_node_from_key(calls[index].keys[0])
             except RedisClusterException as exc:  # SlotNotCoveredError: a slot without a node, for now
                 replies[index] = exc
                 continue
             if node is None:
-                replies[index] = ClusterDownError(f"no Cluster node serves the slot of {calls[index].key!r}")
+                replies[index] = ClusterDownError(f"no Cluster node serves the slot of {calls[index].keys[0]!r}")
                 continue
             by_node.setdefault(node.name, (node, []))[1].append(index)
 
@@ -262,6 +265,6 @@ class AutoPipeline:
     async def _through_cluster_client(self, call: _Call) -> Any:
         """One call through the Cluster client (it follows MOVED and ASK); its reply or its error."""
         try:
-            return await self.client.evalsha(call.script.sha, 1, call.key, *call.args)
+            return await self.client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         except Exception as exc:
             return exc

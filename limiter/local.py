@@ -10,12 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 from tornado_rate_limiter.limiter.algorithms import Algorithm, AnyPolicy, algorithm_for
 from tornado_rate_limiter.limiter.bucket import DEFAULT_EXPIRY_SLACK, Decision, validate_now
+from tornado_rate_limiter.limiter.verdict import Charge, Outcome, Verdict, check_charges, verdict_of
 
 DEFAULT_SHARDS = 16
 DEFAULT_MAX_KEYS = 1_000_000
@@ -111,6 +112,49 @@ class LocalBackend:
         finally:
             shard.lock.release()
         return decision
+
+    async def acquire_all(self, charges: Sequence[Charge], now: float | None = None) -> Verdict:
+        """Several limits of one request, all or nothing (limiter/verdict.py)."""
+        return self.acquire_all_now(charges, now)
+
+    def acquire_all_now(self, charges: Sequence[Charge], now: float | None = None) -> Verdict:
+        """``acquire_all`` without the event loop: the shards involved are locked together (in one order,
+        so two requests never wait on each other), so no other decision sees a half-charged request."""
+        costs = check_charges(charges)
+        now = self._clock() if now is None else validate_now(now)
+        places = []
+        for charge in charges:
+            table = (charge.policy.__class__, charge.policy.name)
+            shards = self._tables.get(table) or self._shards_for(table)
+            places.append(shards[hash(charge.key) % self._shard_count])
+        locks = sorted({id(shard): shard.lock for shard in places}.items())
+        for _, lock in locks:
+            lock.acquire()
+        try:
+            stored = [shard.entries.get(charge.key) for shard, charge in zip(places, charges, strict=True)]
+            outcomes = []
+            for charge, cost, value in zip(charges, costs, stored, strict=True):
+                algorithm = algorithm_for(charge.policy)
+                state = algorithm.state_of(value)
+                allowed, kept = algorithm.take(state, now, charge.policy, cost)
+                before = state if state is not None else algorithm.fresh(now, charge.policy)
+                outcomes.append(Outcome(allowed, kept, before))
+            verdict = verdict_of(charges, costs, outcomes, now)
+            for shard, charge, value, outcome, charged in zip(
+                places, charges, stored, outcomes, verdict.charged, strict=True
+            ):
+                entries, algorithm = shard.entries, algorithm_for(charge.policy)
+                if charged:
+                    entries.pop(charge.key, None)
+                    entries[charge.key] = algorithm.stored_form(outcome.after)
+                    if value is None:
+                        self._make_room(entries, algorithm, charge.policy, now)
+                elif value is not None:
+                    entries.move_to_end(charge.key)  # a use, though nothing changed
+        finally:
+            for _, lock in reversed(locks):
+                lock.release()
+        return verdict
 
     def _shards_for(self, table: tuple[type, str]) -> list[_Shard]:
         """The shards of one policy, made on first use."""

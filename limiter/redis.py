@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from tornado_rate_limiter.limiter.algorithms import SCRIPTS, AnyPolicy, algorithm_for
+from tornado_rate_limiter.limiter.algorithms import LUA_NUMBER, SCRIPTS, SEVERAL_SCRIPT, AnyPolicy, algorithm_for
 from tornado_rate_limiter.limiter.algorithms.token_bucket import TOKEN_BUCKET
 from tornado_rate_limiter.limiter.auto_pipeline import AutoPipeline
 from tornado_rate_limiter.limiter.bucket import DEFAULT_EXPIRY_SLACK, Decision, validate_now
@@ -25,6 +26,7 @@ from tornado_rate_limiter.limiter.redis_outages import (
     redis_errors_as_backend_error,
 )
 from tornado_rate_limiter.limiter.redis_url import RedisClient, RedisCluster, client_from_url, uses_tls
+from tornado_rate_limiter.limiter.verdict import Charge, Outcome, Verdict, check_charges, verdict_of
 
 TOKEN_BUCKET_SCRIPT = TOKEN_BUCKET.script.text
 TOKEN_BUCKET_SHA = TOKEN_BUCKET.script.sha
@@ -102,8 +104,9 @@ class RedisBackend:
             await self.client.aclose(close_connection_pool=True)
 
     def redis_key(self, key: str, policy: AnyPolicy) -> str:
-        """The Redis key holding ``key``'s state under ``policy``."""
-        return f"{self.key_prefix}{policy.name}:{key}"
+        """The Redis key holding ``key``'s state under ``policy``: ``rl:{<key>}:<policy>``, the braces making
+        ``key`` the Cluster hash tag, so one identity's limits share a slot and one script call."""
+        return f"{self.key_prefix}{{{key}}}:{policy.name}"
 
     async def acquire(self, key: str, policy: AnyPolicy, cost: float = 1, now: float | None = None) -> Decision:
         """Spend ``cost`` of ``key``'s quota under ``policy`` if it has that much left.
@@ -133,7 +136,7 @@ class RedisBackend:
         redis_key = self.redis_key(key, policy)
         asked_at = time.monotonic()
         try:  # the pipeline's own deadline (``timeout``) bounds the wait
-            reply = await self.pipeline.call(algorithm.script, redis_key, args)
+            reply = await self.pipeline.call(algorithm.script, (redis_key,), args)
         except REDIS_FAILURES as exc:
             raise_as_backend_error(exc, f"Redis could not decide for {policy.name!r}", script=algorithm.script.text)
         allowed, state, redis_now = algorithm.parse_reply(reply)
@@ -144,6 +147,39 @@ class RedisBackend:
             else:
                 self.over_limit.remember(redis_key, policy, state, redis_now, asked_at)
         return decision
+
+    async def acquire_all(self, charges: Sequence[Charge], now: float | None = None) -> Verdict:
+        """Several limits of one request, all or nothing (limiter/verdict.py), in one script call: one
+        round trip, also on a Cluster when the charges share a key (the hash tag). Raises as ``acquire``."""
+        costs = check_charges(charges)
+        args = ["" if now is None else repr(validate_now(now)), self._slack_ms]
+        for charge, cost in zip(charges, costs, strict=True):
+            algorithm = algorithm_for(charge.policy)
+            args += [LUA_NUMBER[algorithm.name], *algorithm.script_args(charge.policy, cost), "01"[charge.enforced]]
+        keys = tuple(self.redis_key(charge.key, charge.policy) for charge in charges)
+        try:
+            reply = await self.pipeline.call(SEVERAL_SCRIPT, keys, tuple(args))
+        except REDIS_FAILURES as exc:
+            raise_as_backend_error(exc, "Redis could not decide for several limits", script=SEVERAL_SCRIPT.text)
+        _, script_now, *fields = reply
+        outcomes, at = [], 0
+        for charge in charges:
+            algorithm = algorithm_for(charge.policy)
+            width = algorithm.state_fields
+            allowed, after, before = (
+                fields[at],
+                fields[at + 2 : at + 2 + width],
+                fields[at + 2 + width : at + 2 + 2 * width],
+            )
+            at += 2 + 2 * width
+            outcomes.append(
+                Outcome(
+                    allowed == 1,
+                    algorithm.parse_reply([allowed, *after, script_now])[1],
+                    algorithm.parse_reply([allowed, *before, script_now])[1],
+                )
+            )
+        return verdict_of(charges, costs, outcomes, float(script_now))
 
     async def connect(self, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
         """Make sure Redis can decide: connect (a Cluster learns its slots), load the scripts, and run

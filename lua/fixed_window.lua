@@ -8,7 +8,8 @@
 -- cost         0 < cost <= limit; now: seconds since the epoch; slack_ms: ms the key outlives its window
 --
 -- Returns allowed (1 or 0); { window index, current } as %.17g strings, the state as stored after the
--- decision (untouched when denied); and, when allowed, the value to SET and its TTL in ms.
+-- decision (untouched when denied); and, when allowed, the value to SET, its TTL in ms and the state
+-- before (the window as counted before this request).
 
 local function fixed_window(key, limit, window, cost, now, slack_ms)
   local index = math.floor(now / window)
@@ -27,11 +28,12 @@ local function fixed_window(key, limit, window, cost, now, slack_ms)
   if stored_index ~= index then current = 0 end -- a new window counts afresh
 
   -- A denial happens only in the stored window, so (index, current) is the stored state then.
+  local before = { string.format('%.17g', index), string.format('%.17g', current) }
   if current + cost > limit then
-    return 0, { string.format('%.17g', index), string.format('%.17g', current) }
+    return 0, before
   end
   current = current + cost
   local ttl_ms = math.max(1, math.ceil(((index + 1) * window - at) * 1000) + slack_ms)
   return 1, { string.format('%.17g', index), string.format('%.17g', current) },
-         string.format('fw %.17g %.17g', index, current), ttl_ms
+         string.format('fw %.17g %.17g', index, current), ttl_ms, before
 end

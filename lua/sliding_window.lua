@@ -9,7 +9,8 @@
 -- slack_ms     milliseconds the key outlives the moment its count stops mattering
 --
 -- Returns allowed (1 or 0); { window index, current, previous } as %.17g strings, the state as stored
--- after the decision (untouched when denied); and, when allowed, the value to SET and its TTL in ms.
+-- after the decision (untouched when denied); and, when allowed, the value to SET, its TTL in ms and the
+-- state as stored before.
 
 local function sliding_window(key, limit, window, cost, now, slack_ms)
   local index = math.floor(now / window)
@@ -36,14 +37,15 @@ local function sliding_window(key, limit, window, cost, now, slack_ms)
 
   local start = index * window
   local estimated = previous * (1 - (at - start) / window) + current
+  -- The stored state (a fresh key is never denied: cost <= limit).
+  local before = { string.format('%.17g', stored_index or index), string.format('%.17g', stored_current),
+                   string.format('%.17g', stored_previous) }
   if estimated + cost > limit then
-    -- Denied: the stored state, untouched (a fresh key is never denied: cost <= limit).
-    return 0, { string.format('%.17g', stored_index or index), string.format('%.17g', stored_current),
-                string.format('%.17g', stored_previous) }
+    return 0, before
   end
   current = current + cost
   -- This window's count matters until the end of the next one.
   local ttl_ms = math.max(1, math.ceil(((index + 2) * window - at) * 1000) + slack_ms)
   return 1, { string.format('%.17g', index), string.format('%.17g', current), string.format('%.17g', previous) },
-         string.format('sw %.17g %.17g %.17g', index, current, previous), ttl_ms
+         string.format('sw %.17g %.17g %.17g', index, current, previous), ttl_ms, before
 end

@@ -10,8 +10,8 @@
 --
 -- Returns allowed (1 or 0); the bucket as it is to be stored after the decision (the new state when
 -- allowed, the stored one untouched when denied) as %.17g strings, from which limiter/bucket.py:decide
--- derives the rest; and, when allowed, the value to SET and its TTL in ms (a denial writes nothing; every
--- write has a TTL, so an idle key disappears once its bucket would be full again).
+-- derives the rest; and, when allowed, the value to SET, its TTL in ms (a denial writes nothing; every
+-- write has a TTL, so an idle key disappears once its bucket would be full again) and the state before.
 local MAX_TTL_MS = 9007199254740992 -- 2^53 ms, 285,000 years: far inside what PEXPIRE accepts
 
 local function token_bucket(key, capacity, refill_rate, cost, now, slack_ms)
@@ -30,13 +30,14 @@ local function token_bucket(key, capacity, refill_rate, cost, now, slack_ms)
   if elapsed < 0 then elapsed = 0 end
   local available = math.min(capacity, tokens + elapsed * refill_rate)
 
+  local before = { string.format('%.17g', tokens), string.format('%.17g', stamp) }
   if available < cost then
-    return 0, { string.format('%.17g', tokens), string.format('%.17g', stamp) }
+    return 0, before
   end
   tokens = available - cost
   if now > stamp then stamp = now end
   local full_after = (stamp - now) + (capacity - tokens) / refill_rate
   local ttl_ms = math.min(MAX_TTL_MS, math.max(1, math.ceil(full_after * 1000) + slack_ms))
   return 1, { string.format('%.17g', tokens), string.format('%.17g', stamp) },
-         string.format('%.17g %.17g', tokens, stamp), ttl_ms
+         string.format('%.17g %.17g', tokens, stamp), ttl_ms, before
 end

@@ -25,6 +25,7 @@ from tornado_rate_limiter.limiter import (
 )
 from tornado_rate_limiter.limiter.algorithms import AnyPolicy
 from tornado_rate_limiter.limiter.auto_pipeline import MAX_BATCH
+from tornado_rate_limiter.limiter.verdict import Charge, Verdict
 
 pytestmark = pytest.mark.process  # real service processes or Redis topologies: slow
 
@@ -124,6 +125,26 @@ class TestCluster:
         local = LocalBackend()
         expected = [local.acquire_now(key, policy, now=now) for policy, key in calls]
         assert sorted(asyncio.run(scenario())) == sorted(expected)
+
+    def test_several_limits_of_one_identity_are_one_call_in_one_slot(self, cluster: RedisCluster) -> None:
+        """acquire_all with three limits per identity, for identities all over the slots: no CROSSSLOT (the
+        hash tag puts one identity's keys in one slot), and the verdicts the local backend gives."""
+        policies: list[AnyPolicy] = [
+            Policy(2, 0.5, name="a-bucket"),
+            FixedWindow(3, 60, name="a-fixed"),
+            SlidingWindow(2, 60, name="a-sliding"),
+        ]
+        prefix, now = uuid.uuid4().hex, 1_764_000_000.0
+        requests = [[Charge(f"{prefix}:{i}", policy) for policy in policies] for i in range(20) for _ in range(3)]
+
+        async def scenario() -> list[Verdict]:
+            backend = on_cluster(cluster)
+            verdicts = [await backend.acquire_all(charges, now=now) for charges in requests]
+            await backend.close()
+            return verdicts
+
+        local = LocalBackend()
+        assert asyncio.run(scenario()) == [local.acquire_all_now(charges, now=now) for charges in requests]
 
     def test_a_moved_slot_is_followed(self, cluster: RedisCluster) -> None:
         """With the client's map of slots wrong for one key, its calls meet MOVED and are sent where the

@@ -170,7 +170,7 @@ class TestWhatCountsAsAnOutage:
     ) -> None:
         """A bucket key of the wrong type (WRONGTYPE) is logged with its traceback and counted; the
         client still gets a (degraded) decision, and the breaker stays closed however often it happens."""
-        own_redis.client().hset("rl:lim:wrong", "a", "b")
+        own_redis.client().hset("rl:{wrong}:lim", "a", "b")
 
         async def scenario() -> None:
             limiter = limiter_on(own_redis)

@@ -45,12 +45,12 @@ class TestStart:
             assert get_json(service.url + "/health")["backend"] == "redis"
             assert get_json(service.url + "/api/whoami") == {"identity": "ip:127.0.0.1"}
             keys = subprocess.run(
-                ["redis-cli", "-p", str(redis_server.port), "--scan", "--pattern", "rl:ip:ip:127.0.0.1"],
+                ["redis-cli", "-p", str(redis_server.port), "--scan", "--pattern", "rl:{ip:127.0.0.1}:ip"],
                 capture_output=True,
                 text=True,
                 check=True,
             ).stdout.split()
-            assert keys == ["rl:ip:ip:127.0.0.1"]
+            assert keys == ["rl:{ip:127.0.0.1}:ip"]
         finally:
             service.stop()
 

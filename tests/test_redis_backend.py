@@ -65,9 +65,10 @@ class TestStorage:
         assert abs(float(value.split()[1]) - redis_seconds) < 5
 
     def test_keys_carry_prefix_and_policy_name(self, redis_server: RedisProcess) -> None:
-        """Keys are <prefix><policy>:<key>, so one Redis can hold several limiters apart."""
+        """Keys are <prefix>{<key>}:<policy>, so one Redis can hold several limiters apart, and a client's
+        keys share a Cluster slot (the braces are the hash tag)."""
         backend = RedisBackend.from_url(redis_server.url, key_prefix="app1:")
-        assert backend.redis_key("ip:1.2.3.4", POLICY) == "app1:redis:ip:1.2.3.4"
+        assert backend.redis_key("ip:1.2.3.4", POLICY) == "app1:{ip:1.2.3.4}:redis"
         asyncio.run(backend.close())
 
 

@@ -19,7 +19,10 @@ AnyPolicy = TokenBucket | FixedWindow | SlidingWindow
 ALGORITHMS: tuple[Algorithm[Any, Any], ...] = (TOKEN_BUCKET, FIXED_WINDOW, SLIDING_WINDOW)
 BY_NAME: dict[str, Algorithm[Any, Any]] = {algorithm.name: algorithm for algorithm in ALGORITHMS}
 POLICY_TYPES: tuple[type, ...] = tuple(algorithm.policy_type for algorithm in ALGORITHMS)
-SCRIPTS: tuple[Script, ...] = tuple(algorithm.script for algorithm in ALGORITHMS)
+# Several limits of one request in one call: every algorithm's function, numbered from 1 in this order.
+SEVERAL_SCRIPT = Script.several({algorithm.name: algorithm.fragment for algorithm in ALGORITHMS})
+LUA_NUMBER: dict[str, str] = {algorithm.name: str(number) for number, algorithm in enumerate(ALGORITHMS, 1)}
+SCRIPTS: tuple[Script, ...] = (*(algorithm.script for algorithm in ALGORITHMS), SEVERAL_SCRIPT)
 _BY_POLICY_TYPE: dict[type, Algorithm[Any, Any]] = {algorithm.policy_type: algorithm for algorithm in ALGORITHMS}
 
 
@@ -40,8 +43,10 @@ def algorithm_for(policy: object) -> Algorithm[Any, Any]:
 __all__ = [
     "ALGORITHMS",
     "BY_NAME",
+    "LUA_NUMBER",
     "POLICY_TYPES",
     "SCRIPTS",
+    "SEVERAL_SCRIPT",
     "Algorithm",
     "AnyPolicy",
     "FixedWindow",

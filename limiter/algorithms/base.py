@@ -32,6 +32,14 @@ class Script:
         self.sha = hashlib.sha1(text.encode("utf-8")).hexdigest()
 
     @classmethod
+    def several(cls, functions: dict[str, str]) -> Script:
+        """The script of several limits at once (``lua/limits.lua``): every algorithm's function (name to
+        fragment file), numbered in that order for the driver's ``steps``."""
+        parts = [read_script(fragment) for fragment in functions.values()]
+        steps = f"local steps = {{ {', '.join(functions)} }}"
+        return cls("limits.lua", "\n".join([*parts, steps, "", read_script("limits.lua")]))
+
+    @classmethod
     def single(cls, fragment: str, function: str) -> Script:
         """The one-limit script of an algorithm: its function (``lua/<fragment>``) run by ``lua/single.lua``."""
         text = f"{read_script(fragment)}\nlocal step = {function}\n\n{read_script('single.lua')}"
@@ -48,7 +56,9 @@ class Algorithm(ABC, Generic[P, S]):
 
     name: ClassVar[str]  # as RATE_LIMIT_ALGORITHM and the policy file name it
     policy_type: ClassVar[type]
-    script: ClassVar[Script]
+    script: ClassVar[Script]  # its one-limit script
+    fragment: ClassVar[str]  # its function in lua/, named as ``name``: the several-limits script calls it
+    state_fields: ClassVar[int]  # how many numbers its scripts reply as its state
 
     # The reference model: every backend decides exactly as these do.
 
@@ -86,6 +96,18 @@ class Algorithm(ABC, Generic[P, S]):
     @abstractmethod
     def fresh_at(self, stored: Any, policy: P) -> float:
         """When a value ``local_step`` stored stops mattering (the key reads fresh from then on)."""
+
+    def state_of(self, stored: Any) -> S | None:
+        """The model state of a value ``local_step`` stored (None stays None: a fresh key)."""
+        return stored  # type: ignore[no-any-return]
+
+    def stored_form(self, state: S | None) -> Any:
+        """The value ``local_step`` would store for a model state."""
+        return state
+
+    def fresh(self, now: float, policy: P) -> S | None:
+        """The state of a fresh key at ``now``, as ``decide`` takes it."""
+        return None
 
     # The cache of denials
 

@@ -60,6 +60,8 @@ class FixedWindowAlgorithm(WindowAlgorithm[FixedWindow]):
     name = "fixed_window"
     policy_type = FixedWindow
     script = Script.single("fixed_window.lua", "fixed_window")
+    fragment = "fixed_window.lua"
+    state_fields = 2
 
     def take(
         self, state: WindowState | None, now: float, policy: FixedWindow, cost: float

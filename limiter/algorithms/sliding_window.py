@@ -88,6 +88,8 @@ class SlidingWindowAlgorithm(WindowAlgorithm[SlidingWindow]):
     name = "sliding_window"
     policy_type = SlidingWindow
     script = Script.single("sliding_window.lua", "sliding_window")
+    fragment = "sliding_window.lua"
+    state_fields = 3
 
     def take(
         self, state: WindowState | None, now: float, policy: SlidingWindow, cost: float

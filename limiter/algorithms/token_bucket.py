@@ -31,6 +31,8 @@ class TokenBucketAlgorithm(Algorithm[Policy, BucketState]):
     name = "token_bucket"
     policy_type = Policy
     script = Script.single("token_bucket.lua", "token_bucket")
+    fragment = "token_bucket.lua"
+    state_fields = 2
 
     def validate_cost(self, cost: object, policy: Policy) -> float:
         return bucket.validate_cost(cost, policy)
@@ -68,6 +70,15 @@ class TokenBucketAlgorithm(Algorithm[Policy, BucketState]):
             stamp = now
         reset_after = (stamp - now if stamp > now else 0.0) + (capacity - remaining) / rate  # bucket.full_after
         return _new_tuple(Decision, (True, remaining, 0.0, reset_after, capacity, False)), complex(remaining, stamp)
+
+    def state_of(self, stored: complex | None) -> BucketState | None:
+        return None if stored is None else BucketState(stored.real, stored.imag)
+
+    def stored_form(self, state: BucketState | None) -> complex | None:
+        return None if state is None else complex(state.tokens, state.stamp)
+
+    def fresh(self, now: float, policy: Policy) -> BucketState:
+        return BucketState(policy.capacity, now)
 
     def fresh_at(self, stored: complex, policy: Policy) -> float:
         return stored.imag + (policy.capacity - stored.real) / policy.refill_rate

@@ -1,0 +1,122 @@
+"""Several limits on one request (limiter/verdict.py): all or nothing, on both backends exactly as the
+composition of the single-limit models, in one round trip, on one server and on a Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.conftest import BackendDriver
+from tests.redis_process import RedisProcess
+from tests.test_window_models import limits, starts, windows
+from tornado_rate_limiter.limiter import FixedWindow, LocalBackend, RedisBackend, SlidingWindow, TokenBucket
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
+from tornado_rate_limiter.limiter.verdict import Charge, Verdict, compose
+
+T0 = 1_764_000_000.0
+
+rates = st.sampled_from([0.25, 0.5, 1.0, 2.0, 8.0])
+
+
+@st.composite
+def a_policy(draw: st.DrawFn, name: str) -> AnyPolicy:
+    kind = draw(st.sampled_from(["token_bucket", "fixed_window", "sliding_window"]))
+    if kind == "token_bucket":
+        return TokenBucket(draw(limits), draw(rates), name=name)
+    window_kind = FixedWindow if kind == "fixed_window" else SlidingWindow
+    return window_kind(draw(limits), draw(windows), name=name)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[list[tuple[AnyPolicy, bool]], float, list[tuple[float, int]]]:
+    """1-3 limits (each enforced or shadow) on one key, a start, and requests: (seconds later, quarters)."""
+    count = draw(st.integers(1, 3))
+    shapes = [(draw(a_policy(f"p{i}")), draw(st.booleans()) or i == 0) for i in range(count)]
+    steps = draw(st.lists(st.tuples(st.integers(-8, 40).map(lambda e: e / 8), st.integers(1, 12)), max_size=40))
+    return shapes, draw(starts), steps
+
+
+def charges_for(key: str, shapes: list[tuple[AnyPolicy, bool]], quarters: int) -> list[Charge]:
+    """One request's charges: its cost (in quarters) capped at each limit's quota."""
+    return [
+        Charge(key, policy, min(quarters / 4, algorithm_for(policy).quota(policy)), enforced)
+        for policy, enforced in shapes
+    ]
+
+
+@given(scenario=requests())
+def test_both_backends_decide_as_the_composed_models(redis_backend: BackendDriver, scenario: Any) -> None:
+    """Invariant: for any sequence of requests with several limits on one key, LocalBackend and
+    RedisBackend give exactly the Verdict of the single-limit models composed: admitted iff every
+    enforced limit allows; then every allowing limit is charged, else none (a denied request leaves every
+    state as it was)."""
+    shapes, start, steps = scenario
+    key, local = redis_backend.fresh_key(), LocalBackend()
+    backend = redis_backend.backend
+    assert isinstance(backend, RedisBackend)
+    states: list[Any] = [None] * len(shapes)
+    now = start
+    for delta, quarters in steps:
+        now = max(0.0, now + delta)
+        charges = charges_for(key, shapes, quarters)
+        expected, states = compose(charges, states, now)
+        assert local.acquire_all_now(charges, now) == expected
+        assert redis_backend.run(backend.acquire_all(charges, now)) == expected
+
+
+@given(policy=a_policy("solo"), start=starts, steps=st.lists(st.integers(0, 40).map(lambda e: e / 8), max_size=30))
+def test_one_limit_composed_is_the_single_limit_model(policy: AnyPolicy, start: float, steps: list[float]) -> None:
+    """Invariant: composing one enforced limit gives exactly the single-limit model's Decision and state."""
+    algorithm = algorithm_for(policy)
+    cost = min(1.0, algorithm.quota(policy))
+    single: Any = None
+    composed: list[Any] = [None]
+    now = start
+    for delta in steps:
+        now += delta
+        verdict, composed = compose([Charge("k", policy, cost)], composed, now)
+        allowed, kept = algorithm.take(single, now, policy, cost)
+        assert verdict.allowed == allowed and verdict.charged == (allowed,)
+        assert verdict.decisions == (algorithm.decide(allowed, kept, now, policy, cost),)
+        single = kept
+        assert composed[0] == single
+
+
+class TestOnRedis:
+    def test_a_daily_limit_that_denies_leaves_the_burst_untouched_in_redis(self, redis_server: RedisProcess) -> None:
+        """burst (token bucket) and daily (fixed window of 2): the third request is denied by daily, and
+        burst's value in Redis is byte for byte what it was; a shadow limit denying changes nothing."""
+        burst, daily = TokenBucket(10, 0.001, name="burst"), FixedWindow(2, 86_400, name="daily")
+        shadow = SlidingWindow(1, 60, name="trial")
+        key = f"ip:{uuid.uuid4().hex}"
+
+        async def scenario() -> tuple[list[Verdict], bytes, bytes, int]:
+            backend = RedisBackend.from_url(redis_server.url, timeout=2.0)
+            charges = [Charge(key, burst), Charge(key, daily), Charge(key, shadow, enforced=False)]
+            verdicts = [await backend.acquire_all(charges, now=T0) for _ in range(2)]
+            before = await backend.client.get(backend.redis_key(key, burst))
+            trips = backend.pipeline.round_trips
+            verdicts.append(await backend.acquire_all(charges, now=T0))
+            trips = backend.pipeline.round_trips - trips
+            after = await backend.client.get(backend.redis_key(key, burst))
+            await backend.close()
+            return verdicts, before, after, trips
+
+        verdicts, before, after, trips = asyncio.run(scenario())
+        assert [v.allowed for v in verdicts] == [True, True, False]
+        assert verdicts[1].charged == (True, True, False)  # the shadow limit denied: not charged, no effect
+        assert verdicts[2].charged == (False, False, False) and before == after
+        assert [d.allowed for d in verdicts[2].decisions] == [True, False, False]
+        assert verdicts[2].decisions[0].retry_after == 0 and verdicts[2].decisions[0].remaining == 8
+        assert trips == 1
+
+    def test_one_policy_twice_on_one_key_is_refused(self, redis_server: RedisProcess) -> None:
+        """The same policy name twice for one key cannot be charged twice atomically: ValueError, named."""
+        policy = TokenBucket(5, 1, name="twice")
+        with pytest.raises(ValueError, match="charged twice"):
+            LocalBackend().acquire_all_now([Charge("k", policy), Charge("k", policy)])
