@@ -151,6 +151,13 @@ MISTAKES = [
         "one of the tiers",
     ),
     ("[exempt]", "[exempted]", "exempted", "[exempted]", "unknown key"),
+    (
+        'policies = ["burst", "daily"]',
+        'policies = ["burst", "burst"]',
+        "identities.ip.policies",
+        'policies = ["burst", "burst"]',
+        "listed twice",
+    ),
 ]
 
 

@@ -97,9 +97,11 @@ class _Reader:
     def names(self, value: object, path: Sequence[str | int], defined: Mapping[str, AnyPolicy]) -> tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise self.fail(path, "must be a list of policy names")
-        for name in value:
+        for position, name in enumerate(value):
             if name not in defined:
                 raise self.fail(path, f"policy {name!r} is not defined under [policies]")
+            if name in value[:position]:
+                raise self.fail(path, f"policy {name!r} is listed twice (a request is charged once per policy)")
         return tuple(value)
 
     def policy(self, name: str, spec: object) -> tuple[AnyPolicy, str]:
