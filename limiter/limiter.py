@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
+from typing import TypeVar
 
 from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
 from tornado_rate_limiter.limiter.breaker import BreakerState, CircuitBreaker, Permit
@@ -16,6 +18,9 @@ from tornado_rate_limiter.limiter.errors import BackendError, CircuitOpenError
 from tornado_rate_limiter.limiter.local import LocalBackend
 from tornado_rate_limiter.limiter.metrics import LimiterMetrics
 from tornado_rate_limiter.limiter.redis import RedisBackend
+from tornado_rate_limiter.limiter.verdict import Charge, Verdict, check_charges
+
+T = TypeVar("T")
 
 log = logging.getLogger("tornado_rate_limiter.limiter")
 
@@ -126,34 +131,70 @@ class RateLimiter:
         self._warned_eviction = bool(evicts)
 
     async def _decide_on_redis(self, primary: RedisBackend, key: str, policy: AnyPolicy, cost: float) -> Decision:
+        return await self._through_breaker(
+            lambda: primary.acquire_from_redis(key, policy, cost),
+            lambda: self._decide_without_primary(key, policy, cost),
+            repr(policy.name),
+        )
+
+    async def _through_breaker(
+        self, ask_redis: Callable[[], Awaitable[T]], without_redis: Callable[[], Awaitable[T]], what: str
+    ) -> T:
+        """Ask Redis while the breaker lets us, else (or when Redis fails) answer ``without_redis``."""
         try:
             permit = self.breaker.before_call()
         except CircuitOpenError:
-            return await self._decide_without_primary(key, policy, cost)
+            return await without_redis()
         if permit.probe:  # the probe runs on its own: this request is not made to wait for it
             self._probe = asyncio.create_task(self._run_probe(permit))
             self._probe.add_done_callback(lambda task: self._probe_ended(permit, task))
-            return await self._decide_without_primary(key, policy, cost)
+            return await without_redis()
         try:
-            decision = await primary.acquire_from_redis(key, policy, cost)
+            answer = await ask_redis()
         except BackendError as exc:
             self.breaker.on_failure(permit)
             self._primary_failing = True
             self.metrics.errors.inc()
             self._log_error(f"Redis failed, deciding by the fail-{self.failure_strategy} strategy: {exc}")
-            return await self._decide_without_primary(key, policy, cost)
+            return await without_redis()
         except Exception:  # not an outage but a bug (WRONGTYPE, a call the client refuses): loud, yet the
             # client is still answered (the cost was checked before, so this is never the caller's mistake)
             self.breaker.on_cancel(permit)
             self.metrics.errors.inc()
-            self._log_error(f"Redis rejected the call for {policy.name!r} (a bug, not an outage)", traceback=True)
-            return await self._decide_without_primary(key, policy, cost)
+            self._log_error(f"Redis rejected the call for {what} (a bug, not an outage)", traceback=True)
+            return await without_redis()
         except BaseException:  # cancelled (the client went away): nothing about Redis
             self.breaker.on_cancel(permit)
             raise
         self.breaker.on_success(permit)
         self._primary_failing = False
-        return decision
+        return answer
+
+    async def acquire_all(self, charges: Sequence[Charge], *, identity_kind: str = "ip") -> Verdict:
+        """Several limits of one request, all or nothing (limiter/verdict.py), through the breaker and the
+        failure strategy as ``acquire``; counted as one decision. Never raises for a backend failure."""
+        started = time.perf_counter()
+        primary = self.primary
+        if isinstance(primary, LocalBackend):
+            verdict = primary.acquire_all_now(charges)
+        else:
+            check_charges(charges)  # a caller's mistake is a ValueError, never an outage
+            verdict = await self._through_breaker(
+                lambda: primary.acquire_all(charges),
+                lambda: self._decide_all_without_primary(charges),
+                ", ".join(repr(charge.policy.name) for charge in charges),
+            )
+        self.metrics.count_decision(identity_kind, verdict.allowed, verdict.degraded, time.perf_counter() - started)
+        return verdict
+
+    async def _decide_all_without_primary(self, charges: Sequence[Charge]) -> Verdict:
+        if self.failure_strategy == FAIL_CLOSED:
+            denials = [await self._decide_without_primary(c.key, c.policy, c.cost) for c in charges]
+            return Verdict(False, tuple(denials), (False,) * len(charges), degraded=True)
+        scaled = [c._replace(policy=self._fallback_policy(c.policy, float(c.cost))) for c in charges]
+        verdict = self.fallback.acquire_all_now(scaled)
+        decisions = tuple(decision._replace(degraded=True) for decision in verdict.decisions)
+        return verdict._replace(decisions=decisions, degraded=True)
 
     async def _run_probe(self, permit: Permit) -> None:
         """The half-open probe: is Redis ready again (connected, script loaded) within the connect timeout?"""

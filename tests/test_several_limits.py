@@ -4,6 +4,7 @@ composition of the single-limit models, in one round trip, on one server and on 
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from typing import Any
 
@@ -13,8 +14,19 @@ from hypothesis import strategies as st
 
 from tests.conftest import BackendDriver
 from tests.redis_process import RedisProcess
+from tests.test_limiter import FAST_BREAKER
 from tests.test_window_models import limits, starts, windows
-from tornado_rate_limiter.limiter import FixedWindow, LocalBackend, RedisBackend, SlidingWindow, TokenBucket
+from tornado_rate_limiter.limiter import (
+    BreakerState,
+    CircuitBreaker,
+    FixedWindow,
+    LimiterMetrics,
+    LocalBackend,
+    RateLimiter,
+    RedisBackend,
+    SlidingWindow,
+    TokenBucket,
+)
 from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
 from tornado_rate_limiter.limiter.verdict import Charge, Verdict, compose
 
@@ -95,7 +107,7 @@ class TestOnRedis:
         shadow = SlidingWindow(1, 60, name="trial")
         key = f"ip:{uuid.uuid4().hex}"
 
-        async def scenario() -> tuple[list[Verdict], bytes, bytes, int]:
+        async def scenario() -> tuple[list[Verdict], Any, Any, int]:
             backend = RedisBackend.from_url(redis_server.url, timeout=2.0)
             charges = [Charge(key, burst), Charge(key, daily), Charge(key, shadow, enforced=False)]
             verdicts = [await backend.acquire_all(charges, now=T0) for _ in range(2)]
@@ -120,3 +132,60 @@ class TestOnRedis:
         policy = TokenBucket(5, 1, name="twice")
         with pytest.raises(ValueError, match="charged twice"):
             LocalBackend().acquire_all_now([Charge("k", policy), Charge("k", policy)])
+
+
+class TestThroughTheLimiter:
+    """RateLimiter.acquire_all: the breaker, the failure strategies and the metrics, as for one limit."""
+
+    @staticmethod
+    def limiter(server: RedisProcess, **options: object) -> RateLimiter:
+        breaker = CircuitBreaker(FAST_BREAKER, rng=random.Random(0))
+        backend = RedisBackend.from_url(server.url, timeout=0.2)
+        return RateLimiter(backend, breaker=breaker, metrics=LimiterMetrics(), **options)  # type: ignore[arg-type]
+
+    CHARGES = (
+        Charge("ip:k", TokenBucket(8, 0.001, name="t-burst")),
+        Charge("ip:k", FixedWindow(4, 86_400 * 365, name="t-daily")),
+    )
+
+    def test_fail_open_decides_all_or_nothing_in_memory_with_the_share(self) -> None:
+        """Redis killed: verdicts come from the fallback, degraded, each limit scaled by the share (daily
+        4 * 0.5 = 2 requests, and the burst left untouched by the denied third); after 3 failures the
+        breaker stops calling Redis; each request is one decision in the metrics."""
+        server = RedisProcess().start()
+
+        async def scenario(limiter: RateLimiter) -> list[Verdict]:
+            assert not (await limiter.acquire_all(self.CHARGES)).degraded  # Redis answers
+            server.kill()
+            verdicts = [await limiter.acquire_all(self.CHARGES) for _ in range(4)]
+            await limiter.close()
+            return verdicts
+
+        try:
+            limiter = self.limiter(server, fallback_share=0.5)
+            verdicts = asyncio.run(scenario(limiter))
+        finally:
+            server.stop()
+        assert [(v.allowed, v.degraded) for v in verdicts] == [(True, True)] * 2 + [(False, True)] * 2
+        assert all(d.degraded for v in verdicts for d in v.decisions)
+        # 8 scaled to 4, 2 taken, none by the denied ones (and the refill of the few ms the test took)
+        assert round(verdicts[2].decisions[0].remaining, 3) == 2.0
+        assert limiter.breaker.state is BreakerState.OPEN
+        assert limiter.metrics.registry.get_sample_value("rate_limit_errors_total") == 3
+        assert limiter.metrics.registry.get_sample_value("rate_limit_degraded_total") == 4
+        assert limiter.metrics.registry.get_sample_value("rate_limit_allowed_total", {"identity": "ip"}) == 3
+
+    def test_fail_closed_denies_every_limit(self) -> None:
+        """Fail-closed without Redis: the request is denied, every limit degraded, nothing charged."""
+        server = RedisProcess().start()
+        server.stop()
+
+        async def scenario() -> Verdict:
+            limiter = self.limiter(server, failure_strategy="closed")
+            verdict = await limiter.acquire_all(self.CHARGES)
+            await limiter.close()
+            return verdict
+
+        verdict = asyncio.run(scenario())
+        assert not verdict.allowed and verdict.degraded and verdict.charged == (False, False)
+        assert all(not d.allowed and d.degraded and d.retry_after >= 1 for d in verdict.decisions)
