@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from tornado_rate_limiter.app.connections import default_max_connections
 from tornado_rate_limiter.limiter import FixedWindow, Policy, SlidingWindow
-from tornado_rate_limiter.limiter.algorithms import AnyPolicy
+from tornado_rate_limiter.limiter.algorithms import BY_NAME, AnyPolicy
 from tornado_rate_limiter.limiter.algorithms.window import MIN_WINDOW
 from tornado_rate_limiter.limiter.breaker import BreakerConfig
 from tornado_rate_limiter.limiter.bucket import MAX_REFILL_SECONDS
@@ -20,13 +20,10 @@ from tornado_rate_limiter.limiter.redis_url import check_url
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-# RATE_LIMIT_ALGORITHM and its USER_ form: the algorithm's name, and the variables that shape its policy.
-ALGORITHM_CHOICES = ("token_bucket", "sliding_window", "fixed_window")
-_SHAPE_VARIABLES = {
-    "token_bucket": ("CAPACITY", "REFILL_RATE"),
-    "sliding_window": ("LIMIT", "WINDOW"),
-    "fixed_window": ("LIMIT", "WINDOW"),
-}
+# RATE_LIMIT_ALGORITHM and its USER_ form: the algorithm's name, and the variables that shape its policy
+# (RATE_LIMIT_CAPACITY for a token bucket's capacity, ...).
+ALGORITHM_CHOICES = tuple(BY_NAME)
+_SHAPE_VARIABLES = {name: tuple(field.upper() for field in algorithm.fields) for name, algorithm in BY_NAME.items()}
 
 # ACCESS_LOG: every request, server errors (5xx) only, or none. Not "all" by default: one log line per
 # request, 429s included, costs a tenth of a request's time and floods the log in an attack.

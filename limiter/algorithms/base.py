@@ -56,6 +56,7 @@ class Algorithm(ABC, Generic[P, S]):
 
     name: ClassVar[str]  # as RATE_LIMIT_ALGORITHM and the policy file name it
     policy_type: ClassVar[type]
+    fields: ClassVar[tuple[str, str]]  # its policy's numbers, in the order its class takes them
     script: ClassVar[Script]  # its one-limit script
     fragment: ClassVar[str]  # its function in lua/, named as ``name``: the several-limits script calls it
     state_fields: ClassVar[int]  # how many numbers its scripts reply as its state

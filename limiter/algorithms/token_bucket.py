@@ -30,6 +30,7 @@ def _script_args(policy: Policy, cost: float) -> tuple[str, str, str]:
 class TokenBucketAlgorithm(Algorithm[Policy, BucketState]):
     name = "token_bucket"
     policy_type = Policy
+    fields = ("capacity", "refill_rate")
     script = Script.single("token_bucket.lua", "token_bucket")
     fragment = "token_bucket.lua"
     state_fields = 2

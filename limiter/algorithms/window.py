@@ -93,6 +93,8 @@ class WindowAlgorithm(Algorithm[W, WindowState]):
     """What the fixed and the sliding window share beyond their models: the quota is ``limit`` per
     ``window`` seconds, and a reply or a stored value holds a WindowState."""
 
+    fields = ("limit", "window")
+
     def validate_cost(self, cost: object, policy: W) -> float:
         return policy.validate_cost(cost)
 

@@ -18,11 +18,6 @@ from typing import Any
 from tornado_rate_limiter.limiter.algorithms import BY_NAME, AnyPolicy, algorithm_for
 from tornado_rate_limiter.limiter.policies.model import ENFORCE, SHADOW, IPNetwork, PolicySet, Route
 
-_SHAPES = {
-    "token_bucket": ("capacity", "refill_rate"),
-    "fixed_window": ("limit", "window"),
-    "sliding_window": ("limit", "window"),
-}
 _TOP_KEYS = {"policies", "identities", "routes", "exempt"}
 
 
@@ -108,9 +103,10 @@ class _Reader:
         path = ["policies", name]
         spec = self.table(spec, path)
         algorithm_name = spec.get("algorithm", "token_bucket")
-        if algorithm_name not in _SHAPES:
-            raise self.fail([*path, "algorithm"], f"must be one of {', '.join(_SHAPES)}, got {algorithm_name!r}")
-        shape = _SHAPES[algorithm_name]
+        if algorithm_name not in BY_NAME:
+            raise self.fail([*path, "algorithm"], f"must be one of {', '.join(BY_NAME)}, got {algorithm_name!r}")
+        algorithm = BY_NAME[algorithm_name]
+        shape = algorithm.fields
         self.table(spec, path, {"algorithm", "mode", *shape})
         mode = spec.get("mode", ENFORCE)
         if mode not in (ENFORCE, SHADOW):
@@ -118,9 +114,8 @@ class _Reader:
         for key in shape:
             if key not in spec:
                 raise self.fail(path, f"{key} is missing ({algorithm_name} needs {' and '.join(shape)})")
-        kind = BY_NAME[algorithm_name].policy_type
         try:
-            policy: AnyPolicy = kind(*(spec[key] for key in shape), name=name)
+            policy: AnyPolicy = algorithm.policy_type(*(spec[key] for key in shape), name=name)
         except ValueError as exc:
             field = next((key for key in (*shape, "name") if str(exc).startswith(key)), None)
             raise self.fail(path if field in (None, "name") else [*path, field], str(exc)) from None
