@@ -16,7 +16,7 @@ from typing import Any
 
 from tornado_rate_limiter.limiter.algorithms import Algorithm, AnyPolicy, algorithm_for
 from tornado_rate_limiter.limiter.bucket import DEFAULT_EXPIRY_SLACK, Decision, validate_now
-from tornado_rate_limiter.limiter.verdict import Charge, Outcome, Verdict, check_charges, verdict_of
+from tornado_rate_limiter.limiter.verdict import Charge, Verdict, check_charges, outcome, verdict_of
 
 DEFAULT_SHARDS = 16
 DEFAULT_MAX_KEYS = 1_000_000
@@ -132,21 +132,18 @@ class LocalBackend:
             lock.acquire()
         try:
             stored = [shard.entries.get(charge.key) for shard, charge in zip(places, charges, strict=True)]
-            outcomes = []
-            for charge, cost, value in zip(charges, costs, stored, strict=True):
-                algorithm = algorithm_for(charge.policy)
-                state = algorithm.state_of(value)
-                allowed, kept = algorithm.take(state, now, charge.policy, cost)
-                before = state if state is not None else algorithm.fresh(now, charge.policy)
-                outcomes.append(Outcome(allowed, kept, before))
+            outcomes = [
+                outcome(charge, cost, algorithm_for(charge.policy).state_of(value), now)
+                for charge, cost, value in zip(charges, costs, stored, strict=True)
+            ]
             verdict = verdict_of(charges, costs, outcomes, now)
-            for shard, charge, value, outcome, charged in zip(
+            for shard, charge, value, found, charged in zip(
                 places, charges, stored, outcomes, verdict.charged, strict=True
             ):
                 entries, algorithm = shard.entries, algorithm_for(charge.policy)
                 if charged:
                     entries.pop(charge.key, None)
-                    entries[charge.key] = algorithm.stored_form(outcome.after)
+                    entries[charge.key] = algorithm.stored_form(found.after)
                     if value is None:
                         self._make_room(entries, algorithm, charge.policy, now)
                 elif value is not None:

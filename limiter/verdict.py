@@ -55,6 +55,13 @@ def check_charges(charges: Sequence[Charge]) -> list[float]:
     return costs
 
 
+def outcome(charge: Charge, cost: float, state: Any, now: float) -> Outcome:
+    """What the model of ``charge``'s algorithm finds for a key in ``state`` (None: fresh) at ``now``."""
+    algorithm = algorithm_for(charge.policy)
+    allowed, kept = algorithm.take(state, now, charge.policy, cost)
+    return Outcome(allowed, kept, state if state is not None else algorithm.fresh(now, charge.policy))
+
+
 def verdict_of(charges: Sequence[Charge], costs: Sequence[float], outcomes: Sequence[Outcome], now: float) -> Verdict:
     """The Verdict, from each limit's outcome at ``now``."""
     admitted = all(outcome.allowed for outcome, charge in zip(outcomes, charges, strict=True) if charge.enforced)
@@ -77,12 +84,7 @@ def compose(charges: Sequence[Charge], states: Sequence[Any], now: float) -> tup
     """The reference model: the Verdict for keys in ``states`` (model states, None for fresh), and the
     states to keep."""
     costs = check_charges(charges)
-    outcomes = []
-    for charge, cost, state in zip(charges, costs, states, strict=True):
-        algorithm = algorithm_for(charge.policy)
-        allowed, kept = algorithm.take(state, now, charge.policy, cost)
-        before = state if state is not None else algorithm.fresh(now, charge.policy)
-        outcomes.append(Outcome(allowed, kept, before))
+    outcomes = [outcome(charge, cost, state, now) for charge, cost, state in zip(charges, costs, states, strict=True)]
     verdict = verdict_of(charges, costs, outcomes, now)
     kept_states = [o.after if charged else s for o, charged, s in zip(outcomes, verdict.charged, states, strict=True)]
     return verdict, kept_states
