@@ -16,10 +16,13 @@ from collections.abc import Sequence
 
 from tornado_rate_limiter.app.log_limits import CLIENT_CAUSED, limit_repeated_logs
 from tornado_rate_limiter.app.process import ListenError, bind, serve
-from tornado_rate_limiter.app.service import build_limiter
+from tornado_rate_limiter.app.service import build_limiter, policies_of
 from tornado_rate_limiter.app.settings import SETTINGS_HELP, Settings, SettingsError
 from tornado_rate_limiter.limiter import BackendError, RedisBackend
 from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
+from tornado_rate_limiter.limiter.policies import PolicyFileError, PolicySet
+from tornado_rate_limiter.limiter.policies.model import SHADOW
+from tornado_rate_limiter.limiter.policies.store import PolicyStore
 from tornado_rate_limiter.limiter.redis_url import redacted
 
 PROGRAM = "tornado-rate-limiter"
@@ -63,18 +66,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return CONFIGURATION_ERROR
     # With ACCESS_LOG=errors the access log is about failures, which a flood would repeat; "all" is asked for.
     limit_repeated_logs(CLIENT_CAUSED + (("tornado.access",) if settings.access_log == "errors" else ()))
+    try:
+        policies = policies_of(settings)
+    except PolicyFileError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return CONFIGURATION_ERROR
     if options.check:
-        return asyncio.run(check(settings))
+        return asyncio.run(check(settings, policies))
     try:
         sockets = bind(settings)
     except ListenError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return CONFIGURATION_ERROR
-    asyncio.run(serve(settings, sockets))
+    asyncio.run(serve(settings, sockets, policies))
     return 0
 
 
-async def check(settings: Settings) -> int:
+async def check(settings: Settings, policies: PolicyStore | PolicySet) -> int:
     """Print what the settings would run; 0 when it could serve, 2 (and why, in one line) when not."""
     print(f"{PROGRAM} {version()}: the settings are valid")
     try:
@@ -90,7 +98,8 @@ async def check(settings: Settings) -> int:
         f"{settings.body_timeout:g} s and {settings.max_body_bytes} bytes, response sent within "
         f"{settings.response_timeout:g} s"
     )
-    print(f"policies   {describe_policy(settings.ip_policy)}; {describe_policy(settings.user_policy)}")
+    for line in describe_policies(policies):
+        print(line)
     if settings.redis_url is None:
         print("backend    local: limits in this process's memory (REDIS_URL is not set)")
         return 0
@@ -121,3 +130,17 @@ async def check(settings: Settings) -> int:
 
 def describe_policy(policy: AnyPolicy) -> str:
     return algorithm_for(policy).describe(policy)
+
+
+def describe_policies(policies: PolicyStore | PolicySet) -> list[str]:
+    """What --check says of the policies: where they come from, then one line per policy."""
+    if isinstance(policies, PolicyStore):
+        policy_set = policies.current
+        lines = [f"policies   from {policies.path} (sha256 {policy_set.sha256[:12]})"]
+    else:
+        policy_set = policies
+        lines = ["policies   from the environment (RATE_LIMIT_CONFIG is not set)"]
+    for name, policy in policy_set.policies.items():
+        mode = " (shadow: never denies)" if policy_set.modes.get(name) == SHADOW else ""
+        lines.append(f"  {describe_policy(policy)}{mode}")
+    return lines

@@ -16,6 +16,8 @@ from tornado_rate_limiter.app.connections import GuardedHTTPServer
 from tornado_rate_limiter.app.service import ServiceApplication, make_app
 from tornado_rate_limiter.app.settings import Settings
 from tornado_rate_limiter.handlers import SETTINGS_KEY
+from tornado_rate_limiter.limiter.policies import PolicySet
+from tornado_rate_limiter.limiter.policies.store import PolicyStore
 
 log = logging.getLogger("tornado_rate_limiter")
 # A platform sends SIGKILL 30 s after SIGTERM: requests in flight get this long, the rest is margin.
@@ -62,10 +64,15 @@ def bind(settings: Settings) -> list[socket.socket]:
         raise ListenError(message) from None
 
 
-async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
-    """Serve on ``sockets`` until SIGTERM or SIGINT; then stop accepting, finish requests in flight, close Redis."""
-    application = make_app(settings, demo_routes=True)
-    limiter = application.settings[SETTINGS_KEY].limiter
+async def serve(
+    settings: Settings, sockets: list[socket.socket], policies: PolicyStore | PolicySet | None = None
+) -> None:
+    """Serve on ``sockets`` until SIGTERM or SIGINT; then stop accepting, finish requests in flight, close Redis.
+
+    A policy file is read again on SIGHUP, and when its content changes (RATE_LIMIT_CONFIG_INTERVAL)."""
+    application = make_app(settings, policies=policies, demo_routes=True)
+    config = application.settings[SETTINGS_KEY]
+    limiter = config.limiter
     await limiter.connect()
     # What exists now (modules, the app, the clients) lives as long as the process: out of the garbage
     # collector's sight, the collections that requests trigger have less to walk (-2 to 3 us a request).
@@ -86,7 +93,15 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    watch = None
+    store = config.policy_source
+    if isinstance(store, PolicyStore):
+        loop.add_signal_handler(signal.SIGHUP, lambda: store.reload(force=True))
+        if settings.policy_check_interval > 0:
+            watch = asyncio.create_task(store.watch(settings.policy_check_interval))
     await stop.wait()
+    if watch is not None:
+        watch.cancel()
     in_flight = max(application.in_flight, server.busy_connections())
     log.info("stopping: no new connections; finishing %d request(s) in flight", in_flight)
     server.stop()

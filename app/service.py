@@ -20,6 +20,8 @@ from tornado_rate_limiter.handlers.service import (
     WhoAmIHandler,
 )
 from tornado_rate_limiter.limiter import CircuitBreaker, LimiterMetrics, LocalBackend, RateLimiter, RedisBackend
+from tornado_rate_limiter.limiter.policies import PolicySet
+from tornado_rate_limiter.limiter.policies.store import PolicyStore
 
 log = logging.getLogger("tornado_rate_limiter")
 
@@ -43,12 +45,23 @@ def build_limiter(settings: Settings) -> RateLimiter:
     )
 
 
-def make_rate_limit_config(settings: Settings, limiter: RateLimiter | None = None) -> RateLimitConfig:
+def policies_of(settings: Settings) -> PolicyStore | PolicySet:
+    """The policy file's store (RATE_LIMIT_CONFIG; PolicyFileError when it cannot be used), or the one
+    policy per identity kind of the environment settings."""
+    if settings.policy_file is not None:
+        return PolicyStore(settings.policy_file)
+    return PolicySet.from_kinds({"ip": settings.ip_policy, "user": settings.user_policy})
+
+
+def make_rate_limit_config(
+    settings: Settings, limiter: RateLimiter | None = None, policies: PolicyStore | PolicySet | None = None
+) -> RateLimitConfig:
     """What the RateLimitedHandlers of an application share, as the settings ask: pass it to your own
-    ``tornado.web.Application(routes, rate_limit=...)``. ``limiter`` overrides the one the settings build."""
+    ``tornado.web.Application(routes, rate_limit=...)``. ``limiter`` and ``policies`` override what the
+    settings build (``policies_of``)."""
     return RateLimitConfig(
         limiter=limiter if limiter is not None else build_limiter(settings),
-        policies={"ip": settings.ip_policy, "user": settings.user_policy},
+        policies=policies if policies is not None else policies_of(settings),
         resolver=ClientAddressResolver(settings.trusted_proxies, settings.trusted_hops),
         forwarded_header=settings.forwarded_header,
         ipv6_prefix=settings.ipv6_prefix,
@@ -124,22 +137,23 @@ def make_app(
     routes: Sequence[Any] = (),
     limiter: RateLimiter | None = None,
     *,
+    policies: PolicyStore | PolicySet | None = None,
     demo_routes: bool = False,
     **tornado_settings: Any,
 ) -> ServiceApplication:
     """An application with /health, /metrics and ``routes`` of your own, its limiter built from ``settings``.
 
-    ``demo_routes=True`` adds the service's /api/whoami and /api/echo (the service asks for them);
-    ``limiter`` overrides the one the settings build (tests pass their own); ``tornado_settings`` go to
-    the Application.
+    ``demo_routes=True`` adds the service's /api/whoami and /api/echo[/...] (the service asks for them);
+    ``limiter`` and ``policies`` override what the settings build (tests pass their own);
+    ``tornado_settings`` go to the Application.
     """
     service_routes: list[Any] = [(r"/health", HealthHandler), (r"/metrics", MetricsHandler)]
     if demo_routes:
-        service_routes += [(r"/api/whoami", WhoAmIHandler), (r"/api/echo", EchoHandler)]
+        service_routes += [(r"/api/whoami", WhoAmIHandler), (r"/api/echo(?:/.*)?", EchoHandler)]
     options: dict[str, Any] = {
         "default_handler_class": NotFoundHandler,
         "access_log": settings.access_log,
         **tornado_settings,
     }
-    options[SETTINGS_KEY] = make_rate_limit_config(settings, limiter)
+    options[SETTINGS_KEY] = make_rate_limit_config(settings, limiter, policies)
     return ServiceApplication([*service_routes, *routes], **options)

@@ -24,6 +24,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # (RATE_LIMIT_CAPACITY for a token bucket's capacity, ...).
 ALGORITHM_CHOICES = tuple(BY_NAME)
 _SHAPE_VARIABLES = {name: tuple(field.upper() for field in algorithm.fields) for name, algorithm in BY_NAME.items()}
+# The variables that make the policies when there is no policy file.
+_POLICY_VARIABLES = tuple(
+    f"RATE_LIMIT_{family}{shape}"
+    for family in ("", "USER_")
+    for shape in ("ALGORITHM", *sorted({shape for shapes in _SHAPE_VARIABLES.values() for shape in shapes}))
+)
 
 # ACCESS_LOG: every request, server errors (5xx) only, or none. Not "all" by default: one log line per
 # request, 429s included, costs a tenth of a request's time and floods the log in an attack.
@@ -155,6 +161,37 @@ def _algorithm(environ: Mapping[str, str], family: str, default: str) -> str:
     return algorithm
 
 
+def _policy_file(environ: Mapping[str, str]) -> str | None:
+    """RATE_LIMIT_CONFIG, refusing the variables of the policies it replaces (the file is read later, at
+    start, where its own errors name its lines)."""
+    path = _raw(environ, "RATE_LIMIT_CONFIG")
+    if path is None:
+        return None
+    for variable in _POLICY_VARIABLES:
+        if _raw(environ, variable) is not None:
+            message = (
+                f"{variable} is set, but RATE_LIMIT_CONFIG={path!r} gives the policies: unset {variable} or "
+                "write the limit in the policy file"
+            )
+            raise SettingsError(message)
+    return path
+
+
+def _check_interval(environ: Mapping[str, str]) -> float:
+    """RATE_LIMIT_CONFIG_INTERVAL: seconds between checks of the policy file, or 0 for SIGHUP only."""
+    name = "RATE_LIMIT_CONFIG_INTERVAL"
+    raw = _raw(environ, name)
+    if raw is None:
+        return Settings.policy_check_interval
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (value == 0 or 0.1 <= value <= 3600):  # checks more often than 10 a second only burn CPU
+        raise _fail(name, raw, "0 (reload on SIGHUP only) or a number of seconds from 0.1 to 3600")
+    return value
+
+
 def _max_connections(environ: Mapping[str, str]) -> int | None:
     """MAX_CONNECTIONS, at most what the descriptor limit leaves (raise `ulimit -n` to allow more)."""
     if _raw(environ, "MAX_CONNECTIONS") is None:
@@ -180,6 +217,8 @@ SETTINGS_HELP = (
     ("REDIS_URL", "unset", "redis://, rediss://, unix://, redis+cluster://, redis+sentinel://; unset: in memory"),
     ("REDIS_TLS_URL", "unset", "preferred over REDIS_URL when both are set"),
     ("REDIS_TLS_VERIFY", "true", "false accepts a self-signed certificate on rediss://"),
+    ("RATE_LIMIT_CONFIG", "unset", "a policy file (TOML): tiers, routes, several limits; replaces the 10 below"),
+    ("RATE_LIMIT_CONFIG_INTERVAL", "2", "seconds between checks of the policy file's content; 0: on SIGHUP only"),
     ("RATE_LIMIT_ALGORITHM", "token_bucket", "token_bucket, sliding_window or fixed_window for client addresses"),
     ("RATE_LIMIT_CAPACITY", "60", "token bucket: burst of each client address (ip:), whole tokens"),
     ("RATE_LIMIT_REFILL_RATE", "1.0", "token bucket: tokens per second each address gets back"),
@@ -229,6 +268,8 @@ class Settings:
     user_refill_rate: float = 2.0  # RATE_LIMIT_USER_REFILL_RATE: tokens per second per user
     user_limit: int = 120  # RATE_LIMIT_USER_LIMIT: requests per window per user
     user_window: float = 60.0  # RATE_LIMIT_USER_WINDOW: seconds
+    policy_file: str | None = None  # RATE_LIMIT_CONFIG: a policy file; unset: the policies above
+    policy_check_interval: float = 2.0  # RATE_LIMIT_CONFIG_INTERVAL: seconds between content checks; 0: none
     failure_strategy: str = "open"  # RATE_LIMIT_FAILURE_STRATEGY: "open" or "closed" when Redis fails
     trusted_proxies: tuple[IPNetwork, ...] = ()  # RATE_LIMIT_TRUSTED_PROXIES
     trusted_hops: int = 0  # RATE_LIMIT_TRUSTED_HOPS
@@ -251,6 +292,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Read and check every variable; raises SettingsError naming the first bad one."""
+        policy_file = _policy_file(environ)  # first: with a policy file, the policy variables are refused as such
         ip_algorithm = _algorithm(environ, "", cls.ip_algorithm)
         return cls(
             port=_integer(environ, "PORT", cls.port, 1, 65535),
@@ -267,6 +309,8 @@ class Settings:
             user_refill_rate=_rate(environ, "RATE_LIMIT_USER_REFILL_RATE", cls.user_refill_rate),
             user_limit=_integer(environ, "RATE_LIMIT_USER_LIMIT", cls.user_limit, 1, 10**9),
             user_window=_window(environ, "RATE_LIMIT_USER_WINDOW", cls.user_window),
+            policy_file=policy_file,
+            policy_check_interval=_check_interval(environ),
             failure_strategy=_choice(environ, "RATE_LIMIT_FAILURE_STRATEGY", cls.failure_strategy, ("open", "closed")),
             trusted_proxies=_networks(environ, "RATE_LIMIT_TRUSTED_PROXIES"),
             trusted_hops=_integer(environ, "RATE_LIMIT_TRUSTED_HOPS", cls.trusted_hops, 0, 16),

@@ -8,6 +8,7 @@ algorithm: the quota (``q``), the seconds it is counted over (``w``) and the tim
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -52,6 +53,31 @@ def rate_limit_headers(policy: AnyPolicy, decision: Decision) -> dict[str, str]:
     return headers
 
 
+def most_restrictive(decisions: Sequence[Decision]) -> int:
+    """The index of the decision the ``X-RateLimit-*`` fields describe: of those that deny, the one with
+    the longest wait (the request is allowed again only once every limit allows it), else the one with
+    the fewest units remaining; the first on a tie."""
+    denials = [number for number, decision in enumerate(decisions) if not decision.allowed]
+    if denials:
+        return max(denials, key=lambda number: decisions[number].retry_after)
+    return min(range(len(decisions)), key=lambda number: decisions[number].remaining)
+
+
+def several_limits_headers(policies: Sequence[AnyPolicy], decisions: Sequence[Decision]) -> dict[str, str]:
+    """Headers of a request checked against several enforced policies: each one in ``RateLimit-Policy``
+    and ``RateLimit`` (lists, in the policies' order), the most restrictive in ``X-RateLimit-*``."""
+    if len(policies) == 1:
+        return rate_limit_headers(policies[0], decisions[0])
+    strictest = most_restrictive(decisions)
+    headers = rate_limit_headers(policies[strictest], decisions[strictest])
+    headers["RateLimit-Policy"] = ", ".join(_policy_fields(policy)[0] for policy in policies)
+    headers["RateLimit"] = ", ".join(
+        f'"{policy.name}";r={math.floor(decision.remaining)};t={next_token_after(policy, decision)}'
+        for policy, decision in zip(policies, decisions, strict=True)
+    )
+    return headers
+
+
 def retry_after_seconds(decision: Decision) -> int:
     """The ``Retry-After`` of a denial: whole seconds, rounded up, at least 1."""
     return max(1, whole_seconds(decision.retry_after))
@@ -59,12 +85,20 @@ def retry_after_seconds(decision: Decision) -> int:
 
 def quota_exceeded_problem(policy: AnyPolicy, decision: Decision) -> dict[str, Any]:
     """The RFC 9457 problem details body of a 429."""
-    retry_after = retry_after_seconds(decision)
+    return several_exceeded_problem([policy], [decision])
+
+
+def several_exceeded_problem(policies: Sequence[AnyPolicy], decisions: Sequence[Decision]) -> dict[str, Any]:
+    """The 429 body of a request denied by one or more of ``policies``: ``violated-policies`` names every
+    one that denied; ``retry_after`` is the longest of their waits."""
+    violated = [policy.name for policy, decision in zip(policies, decisions, strict=True) if not decision.allowed]
+    retry_after = retry_after_seconds(decisions[most_restrictive(decisions)])
+    names = ", ".join(repr(name) for name in violated)
     return {
         "type": QUOTA_EXCEEDED,
         "title": "Too Many Requests",
         "status": 429,
-        "detail": f"Rate limit {policy.name!r} exceeded: retry in {retry_after} s.",
+        "detail": f"Rate limit{'s' if len(violated) > 1 else ''} {names} exceeded: retry in {retry_after} s.",
         "retry_after": retry_after,
-        "violated-policies": [policy.name],
+        "violated-policies": violated,
     }

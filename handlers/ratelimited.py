@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -25,10 +25,19 @@ from tornado_rate_limiter.handlers.client_ip import (
     parse_address,
     x_forwarded_for,
 )
-from tornado_rate_limiter.handlers.headers import quota_exceeded_problem, rate_limit_headers, retry_after_seconds
+from tornado_rate_limiter.handlers.headers import (
+    most_restrictive,
+    rate_limit_headers,
+    retry_after_seconds,
+    several_exceeded_problem,
+    several_limits_headers,
+)
 from tornado_rate_limiter.handlers.identity import IP, USER, Identity
 from tornado_rate_limiter.limiter import Decision, LocalBackend, Policy, RateLimiter
 from tornado_rate_limiter.limiter.algorithms import AnyPolicy
+from tornado_rate_limiter.limiter.policies import Limits, PolicySet
+from tornado_rate_limiter.limiter.policies.store import FixedPolicies, PolicyStore
+from tornado_rate_limiter.limiter.verdict import Charge, Verdict
 
 SETTINGS_KEY = "rate_limit"  # where the Application's settings hold the RateLimitConfig
 
@@ -43,11 +52,16 @@ class RateLimitConfig:
     """What every RateLimitedHandler of an Application shares: give it as the Application's ``rate_limit``
     setting, ``tornado.web.Application(routes, rate_limit=RateLimitConfig(...))``.
 
-    Defaults: an in-memory limiter (``RateLimiter(LocalBackend())``) and the service's default policies.
+    ``policies`` is the configuration: one policy per identity kind (``{"ip": ..., "user": ...}``), a
+    PolicySet (tiers, routes, several limits, shadow policies, exemptions), or a PolicyStore (a policy
+    file, reloaded). Defaults: an in-memory limiter (``RateLimiter(LocalBackend())``) and the service's
+    default policies.
     """
 
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(LocalBackend()))
-    policies: Mapping[str, AnyPolicy] = field(default_factory=default_policies)  # by identity kind: "ip", "user"
+    policies: Mapping[str, AnyPolicy] | PolicySet | PolicyStore | FixedPolicies = field(
+        default_factory=default_policies
+    )
     resolver: ClientAddressResolver = field(default_factory=ClientAddressResolver)
     forwarded_header: str = "x-forwarded-for"  # or "forwarded" (RFC 7239)
     ipv6_prefix: int = 64
@@ -56,6 +70,20 @@ class RateLimitConfig:
     def __post_init__(self) -> None:
         # Parsing addresses costs more than the rest of the check, and the same peers and headers recur.
         object.__setattr__(self, "_cached_label", lru_cache(maxsize=_CACHED_LABELS)(self._resolve_label))
+        policies = self.policies
+        if isinstance(policies, PolicySet):
+            policies = FixedPolicies(policies)
+        elif not isinstance(policies, (PolicyStore, FixedPolicies)):
+            policies = FixedPolicies(PolicySet.from_kinds(policies))
+        object.__setattr__(self, "policy_source", policies)
+        self.limiter.metrics.watch_configuration(policies)
+
+    policy_source: PolicyStore | FixedPolicies = field(init=False)  # what ``policies`` became
+
+    @property
+    def policy_set(self) -> PolicySet:
+        """The configuration in force now (a reload replaces it whole)."""
+        return self.policy_source.current
 
     def client_label(self, peer: str, forwarded: str) -> str:
         """The client's label, from the socket peer and the forwarding header (its values joined by commas,
@@ -110,6 +138,13 @@ class _AppPolicies:
 
 
 APP_POLICIES: Any = _AppPolicies()
+_NOT_LIMITED = Limits(1.0, ())
+
+
+@lru_cache(maxsize=256)
+def _limits_of(policy: AnyPolicy | None) -> Limits:
+    """The Limits of a handler that names its policy in code (None: not limited)."""
+    return Limits(1.0, (policy,)) if policy is not None else _NOT_LIMITED
 
 
 @tornado.web.stream_request_body  # prepare() runs once the headers are in: a denial never reads the body
@@ -123,14 +158,19 @@ class RateLimitedHandler(tornado.web.RequestHandler):
 
     Override ``rate_limit_identity()``, ``rate_limit_key()`` or ``rate_limit_cost()`` to change who is
     counted and how much a request costs. A subclass with its own ``prepare()`` must call
-    ``await super().prepare()`` first. After the check, ``self.rate_limit_decision`` and
-    ``self.rate_limit_identity_used`` hold what was decided.
+    ``await super().prepare()`` first. After the check, ``self.rate_limit_identity_used``,
+    ``self.rate_limit_limits`` (the policies and cost that applied), ``self.rate_limit_decision`` (the
+    most restrictive enforced policy's) and, for several policies, ``self.rate_limit_verdict`` hold what
+    was decided.
     """
 
     rate_limit_policy: ClassVar[AnyPolicy | Mapping[str, AnyPolicy | None] | None] = APP_POLICIES
 
     rate_limit_decision: Decision | None = None
+    rate_limit_verdict: Verdict | None = None
     rate_limit_identity_used: Identity | None = None
+    rate_limit_limits: Limits | None = None
+    _token_claims: Mapping[str, Any] | None = None
 
     def __init__(self, application: tornado.web.Application, request: Any, **kwargs: Any) -> None:
         super().__init__(application, request, **kwargs)
@@ -202,15 +242,34 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         """The Application's ``rate_limit`` setting (RateLimitNotConfigured, saying what to add, without it)."""
         return rate_limit_config_of(self)
 
-    def rate_limit_policy_for(self, kind: str) -> AnyPolicy | None:
-        """The policy for clients of ``kind`` on this handler, or None when they are not limited."""
+    def rate_limit_limits_for(self, identity: Identity, policy_set: PolicySet) -> Limits:
+        """The policies this request is checked against, and its cost: the handler's own policy when its
+        class names one for the identity's kind, else the configuration's for the kind, the user's tier
+        and the route (method and path)."""
         chosen = type(self).rate_limit_policy
-        app_policy = self.rate_limit_config.policies.get(kind)
-        if chosen is APP_POLICIES:
-            return app_policy
         if isinstance(chosen, Mapping):
-            return chosen.get(kind, app_policy)
-        return chosen
+            chosen = chosen.get(identity.kind, APP_POLICIES)
+        if chosen is APP_POLICIES:
+            tier = policy_set.tier_of(self.rate_limit_claims()) if identity.kind == USER and policy_set.tiers else None
+            return policy_set.limits_for(identity.kind, self.request.method or "GET", self.request.path, tier)
+        return _limits_of(chosen)
+
+    def rate_limit_claims(self) -> Mapping[str, Any] | None:
+        """The claims the user's tier is read from: the verified JWT's, or ``current_user`` itself when a
+        subclass sets it to a mapping."""
+        if self._token_claims is not None:
+            return self._token_claims
+        user = self.current_user
+        return user if isinstance(user, Mapping) else None
+
+    def rate_limit_exempt(self, identity: Identity, policy_set: PolicySet) -> bool:
+        """Whether the configuration exempts this request: an exempt user, or a client address (the
+        request's, whoever is counted) inside an exempt network."""
+        if identity.kind == USER and policy_set.is_exempt_user(identity.value):
+            return True
+        if not policy_set.exempt_networks:
+            return False
+        return policy_set.is_exempt_address(identity.value if identity.kind == IP else self.client_ip())
 
     def rate_limit_identity(self) -> Identity:
         """Who this request counts against: the user when ``current_user`` is set, else the client address.
@@ -235,9 +294,10 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         return identity.key
 
     def rate_limit_cost(self) -> float:
-        """Units of quota this request takes: 1. Override to charge expensive requests more (at most the
-        policy's capacity or limit)."""
-        return 1
+        """Units of quota this request takes: its route's ``cost`` in the configuration (1 without one).
+        Override to charge expensive requests more (at most each policy's capacity or limit)."""
+        limits = self.rate_limit_limits
+        return limits.cost if limits is not None else 1
 
     def client_ip(self) -> str:
         """The client's address as the limiter names it, read through trusted proxies only."""
@@ -263,31 +323,55 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         if not isinstance(subject, str) or not subject:
             message = "the token's sub must be a non-empty string"
             raise InvalidToken(message)
+        self._token_claims = claims
         return subject
 
     async def check_rate_limit(self) -> None:
         """Ask the limiter, set the headers, and answer 429 (or 401 for a bad token) without the handler."""
+        config = self.rate_limit_config
+        policy_set = config.policy_set  # read once: a reload in the middle never mixes two configurations
         try:
             identity, token_error = self.rate_limit_identity(), None
         except InvalidToken as exc:  # counted against the address, so bad tokens cannot dodge the limit
             identity, token_error = Identity(IP, self.client_ip()), exc
         self.rate_limit_identity_used = identity
-        policy = self.rate_limit_policy_for(identity.kind)
-        if policy is not None:
-            key, cost = self.rate_limit_key(identity), self.rate_limit_cost()
-            decision = await self.rate_limit_config.limiter.acquire(key, policy, cost, identity_kind=identity.kind)
-            self.rate_limit_decision = decision
-            for name, value in rate_limit_headers(policy, decision).items():
-                self.set_header(name, value)
-            if not decision.allowed:
-                self.set_header("Retry-After", str(retry_after_seconds(decision)))
-                await self._before_answering_from_the_head()
-                self.finish_with_problem(429, quota_exceeded_problem(policy, decision))
+        limits = self.rate_limit_limits = self.rate_limit_limits_for(identity, policy_set)
+        if limits.enforced or limits.shadow:
+            if self.rate_limit_exempt(identity, policy_set):
+                config.limiter.metrics.exempt.inc()
+            else:
+                await self._apply_limits(config.limiter, identity, limits)
         if token_error is not None:
             self.set_header("WWW-Authenticate", 'Bearer error="invalid_token"')
             problem = {"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": str(token_error)}
             await self._before_answering_from_the_head()
             self.finish_with_problem(401, problem)
+
+    async def _apply_limits(self, limiter: RateLimiter, identity: Identity, limits: Limits) -> None:
+        """Decide ``limits`` for ``identity``, set the headers of the enforced policies, and answer 429 when
+        one denies. One enforced policy alone takes the single-limit path (and its cache of denials)."""
+        key, cost = self.rate_limit_key(identity), self.rate_limit_cost()
+        enforced = limits.enforced
+        if len(enforced) == 1 and not limits.shadow:
+            decision = await limiter.acquire(key, enforced[0], cost, identity_kind=identity.kind)
+            self.rate_limit_decision = decision
+            headers = rate_limit_headers(enforced[0], decision)
+            decisions: Sequence[Decision] = (decision,)
+        else:
+            charges = [Charge(key, policy, cost) for policy in enforced]
+            charges += [Charge(key, policy, cost, enforced=False) for policy in limits.shadow]
+            verdict = self.rate_limit_verdict = await limiter.acquire_all(charges, identity_kind=identity.kind)
+            if not enforced:  # shadow policies only: never in a header, never a denial
+                return
+            decisions = verdict.decisions[: len(enforced)]
+            decision = self.rate_limit_decision = decisions[most_restrictive(decisions)]
+            headers = several_limits_headers(enforced, decisions)
+        for name, value in headers.items():
+            self.set_header(name, value)
+        if not decision.allowed:
+            self.set_header("Retry-After", str(retry_after_seconds(decision)))
+            await self._before_answering_from_the_head()
+            self.finish_with_problem(429, several_exceeded_problem(enforced, decisions))
 
     async def _before_answering_from_the_head(self) -> None:
         """A request answered from prepare(): its body, if it has one, is never read, and its connection is

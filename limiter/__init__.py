@@ -14,6 +14,7 @@ from tornado_rate_limiter.limiter.errors import BackendError, CircuitOpenError, 
 from tornado_rate_limiter.limiter.limiter import RateLimiter
 from tornado_rate_limiter.limiter.local import LocalBackend
 from tornado_rate_limiter.limiter.metrics import LimiterMetrics
+from tornado_rate_limiter.limiter.policies import PolicyFileError, PolicySet, PolicyStore, Route, load_policy_file
 from tornado_rate_limiter.limiter.redis import RedisBackend
 from tornado_rate_limiter.limiter.verdict import Charge, Verdict
 
@@ -30,10 +31,15 @@ __all__ = [
     "LimiterMetrics",
     "LocalBackend",
     "Policy",
+    "PolicyFileError",
+    "PolicySet",
+    "PolicyStore",
     "RateLimiter",
     "RateLimiterError",
     "RedisBackend",
+    "Route",
     "SlidingWindow",
     "TokenBucket",
     "Verdict",
+    "load_policy_file",
 ]

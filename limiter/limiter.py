@@ -16,7 +16,7 @@ from tornado_rate_limiter.limiter.breaker import BreakerState, CircuitBreaker, P
 from tornado_rate_limiter.limiter.bucket import Decision
 from tornado_rate_limiter.limiter.errors import BackendError, CircuitOpenError
 from tornado_rate_limiter.limiter.local import LocalBackend
-from tornado_rate_limiter.limiter.metrics import LimiterMetrics
+from tornado_rate_limiter.limiter.metrics import ALLOWED, BLOCKED, SHADOW_BLOCKED, LimiterMetrics
 from tornado_rate_limiter.limiter.redis import RedisBackend
 from tornado_rate_limiter.limiter.verdict import Charge, Verdict, check_charges
 
@@ -32,6 +32,8 @@ _ERROR_LOG_INTERVAL = 5.0
 MIN_FALLBACK_SHARE = 1e-6
 # A fail-closed denial while the breaker has not opened yet (no cool-down to report) says to retry in 1 s.
 _MIN_CLOSED_RETRY_AFTER = 1.0
+# Fallback policies kept at most (scaled once per policy; reloads that change parameters make new ones).
+_MAX_SCALED_POLICIES = 1024
 
 
 class RateLimiter:
@@ -70,6 +72,7 @@ class RateLimiter:
         self._primary_failing = False
         self._probe: asyncio.Task[None] | None = None
         self._warned_eviction = False
+        self._shadow_log = _ShadowDenialLog()
 
     @property
     def backend_name(self) -> str:
@@ -97,6 +100,7 @@ class RateLimiter:
             cached = primary.cached_denial(key, policy, cost)
             decision = cached if cached is not None else await self._decide_on_redis(primary, key, policy, cost)
         self.metrics.count_decision(identity_kind, decision.allowed, decision.degraded, time.perf_counter() - started)
+        self.metrics.count_policy(policy.name, ALLOWED if decision.allowed else BLOCKED)
         return decision
 
     async def connect(self) -> bool:
@@ -185,6 +189,14 @@ class RateLimiter:
                 ", ".join(repr(charge.policy.name) for charge in charges),
             )
         self.metrics.count_decision(identity_kind, verdict.allowed, verdict.degraded, time.perf_counter() - started)
+        for charge, decision in zip(charges, verdict.decisions, strict=True):
+            if decision.allowed:
+                self.metrics.count_policy(charge.policy.name, ALLOWED)
+            elif charge.enforced:
+                self.metrics.count_policy(charge.policy.name, BLOCKED)
+            else:
+                self.metrics.count_policy(charge.policy.name, SHADOW_BLOCKED)
+                self._shadow_log.denied(charge.policy.name, charge.key)
         return verdict
 
     async def _decide_all_without_primary(self, charges: Sequence[Charge]) -> Verdict:
@@ -239,6 +251,8 @@ class RateLimiter:
             except ValueError:  # a rate already near the smallest a Policy takes: scaling it goes below
                 log.warning("policy %r cannot be scaled by the fallback share %g: used whole", policy.name, share)
                 scaled = policy
+            if len(self._scaled_policies) >= _MAX_SCALED_POLICIES:
+                self._scaled_policies.clear()
             self._scaled_policies[policy] = scaled
         admitting: AnyPolicy = algorithm.admitting(scaled, cost)
         return admitting
@@ -267,3 +281,21 @@ class RateLimiter:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         await self.close()
+
+
+class _ShadowDenialLog:
+    """One log line per shadow policy every few seconds, saying how many requests it would have denied
+    since the last line: a shadow limit tried on real traffic may deny thousands a second."""
+
+    def __init__(self) -> None:
+        self._last_logged: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def denied(self, policy: str, key: str) -> None:
+        now = time.monotonic()
+        count = self._unlogged.get(policy, 0) + 1
+        if now - self._last_logged.get(policy, -_ERROR_LOG_INTERVAL) < _ERROR_LOG_INTERVAL:
+            self._unlogged[policy] = count
+            return
+        self._last_logged[policy], self._unlogged[policy] = now, 0
+        log.info("shadow policy %r would have denied %s (%d request(s) since the last such line)", policy, key, count)

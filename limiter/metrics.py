@@ -1,11 +1,17 @@
 """Prometheus collectors for the limiter, on a registry the caller owns (no global state in tests).
 
-Labels carry the identity kind only (``ip`` or ``user``), never a key, an address or a user id.
+Labels carry the identity kind (``ip`` or ``user``) and policy names, which come from the configuration,
+never a key, an address or a user id.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from tornado_rate_limiter.limiter.breaker import BreakerState, CircuitBreaker
 
@@ -13,6 +19,8 @@ IDENTITY_KINDS = ("ip", "user")
 # Decisions take ~0.1 ms in memory and ~0.2-2 ms on a nearby Redis; a timeout shows at the top.
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 BREAKER_STATE_CODES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+# What one policy found for a request: it allowed, it denied (enforced), it would have denied (shadow).
+ALLOWED, BLOCKED, SHADOW_BLOCKED = "allowed", "blocked", "shadow_blocked"
 
 
 class LimiterMetrics:
@@ -48,6 +56,24 @@ class LimiterMetrics:
             registry=self.registry,
         )
         self.redis_evicts_keys.set(-1)
+        self.policy_decisions = Counter(
+            "rate_limit_policy_decisions",
+            "What each policy found for a request: allowed, blocked (enforced, it denied) or shadow_blocked "
+            "(a shadow policy that would have denied).",
+            ["policy", "outcome"],
+            registry=self.registry,
+        )
+        self.shadow_blocked = Counter(
+            "rate_limit_shadow_blocked",
+            "Requests a shadow policy would have denied (it never changes the answer).",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.exempt = Counter(
+            "rate_limit_exempt", "Requests not limited: from an exempt network or user.", registry=self.registry
+        )
+        self._by_policy: dict[tuple[str, str], Callable[[], None]] = {}
+        self._configuration: _ConfigurationCollector | None = None
         # One child per kind, made once (labels() takes a lock and a lookup); zeros are exported from the
         # start, so rates and alerts have a series.
         self._counted = {
@@ -55,6 +81,24 @@ class LimiterMetrics:
             for kind in IDENTITY_KINDS
             for allowed in (True, False)
         }
+
+    def count_policy(self, policy: str, outcome: str) -> None:
+        """Record what ``policy`` found for one request (ALLOWED, BLOCKED or SHADOW_BLOCKED)."""
+        increment = self._by_policy.get((policy, outcome))
+        if increment is None:
+            increment = self._by_policy[(policy, outcome)] = self.policy_decisions.labels(policy, outcome).inc
+            if outcome == SHADOW_BLOCKED:
+                shadow = self.shadow_blocked.labels(policy).inc
+                self._by_policy[(policy, outcome)] = increment = _both(increment, shadow)
+        increment()
+
+    def watch_configuration(self, source: ConfigurationSource) -> None:
+        """Export the configuration's reloads and current hash, read from ``source`` at each scrape (the
+        last source given: one limiter serves one configuration)."""
+        if self._configuration is None:
+            self._configuration = _ConfigurationCollector(source)
+            self.registry.register(self._configuration)
+        self._configuration.source = source
 
     def watch_breaker(self, breaker: CircuitBreaker) -> None:
         """Report ``breaker``'s state, read at each scrape."""
@@ -69,3 +113,47 @@ class LimiterMetrics:
         if degraded:
             self.degraded.inc()
         self.latency.observe(seconds)
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def increment() -> None:
+        first()
+        second()
+
+    return increment
+
+
+class ConfigurationSource(Protocol):
+    """What the configuration metrics read: the current configuration's hash and the reloads by result
+    (a PolicyStore; a configuration built in code has no reloads)."""
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def reloads(self) -> Mapping[str, int]: ...
+
+
+class _ConfigurationCollector(Collector):
+    """``rate_limit_config_reloads_total{result}`` and ``rate_limit_config_info{sha256}``, read at scrape."""
+
+    def __init__(self, source: ConfigurationSource) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        reloads = CounterMetricFamily(
+            "rate_limit_config_reloads",
+            "Reloads of the policy file by result: ok (a new configuration applies) or error (the file is not "
+            "valid or not readable: the configuration before stays).",
+            labels=["result"],
+        )
+        for result in ("ok", "error"):
+            reloads.add_metric([result], self.source.reloads.get(result, 0))
+        yield reloads
+        info = GaugeMetricFamily(
+            "rate_limit_config_info",
+            "1, labelled with the sha256 of the policy file in force (empty without a file).",
+            labels=["sha256"],
+        )
+        info.add_metric([self.source.sha256], 1)
+        yield info

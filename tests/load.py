@@ -17,6 +17,7 @@ class Sample:
     status: int  # 0 when the connection failed: the service dropped or refused it
     degraded: bool  # X-RateLimit-Degraded: true
     retry_after: str | None
+    rate_limit_policy: str | None = None  # the RateLimit-Policy header: which policies decided
 
     @property
     def latency(self) -> float:
@@ -25,11 +26,12 @@ class Sample:
 
 @dataclass
 class Load:
-    """``clients`` concurrent keep-alive connections sending GET ``path`` until stopped."""
+    """``clients`` concurrent keep-alive connections sending GET ``path`` (with ``headers``) until stopped."""
 
     port: int
     clients: int = 16
     path: str = "/api/whoami"
+    headers: dict[str, str] = field(default_factory=dict)
     max_requests: int = 200_000
     max_seconds: float = 60.0
     samples: list[Sample] = field(default_factory=list)
@@ -49,7 +51,8 @@ class Load:
         return not self._stop.is_set() and time.monotonic() < deadline and len(self.samples) < self.max_requests
 
     async def _client(self, deadline: float) -> None:
-        request = f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+        request = f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
         while self._running(deadline):
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -64,7 +67,9 @@ class Load:
                     writer.write(request)
                     status, headers = await _read_response(reader)
                     degraded = headers.get("x-ratelimit-degraded") == "true"
-                    self.samples.append(Sample(started, time.monotonic(), status, degraded, headers.get("retry-after")))
+                    finished, retry_after = time.monotonic(), headers.get("retry-after")
+                    policy = headers.get("ratelimit-policy")
+                    self.samples.append(Sample(started, finished, status, degraded, retry_after, policy))
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 now = time.monotonic()
                 self.samples.append(Sample(now, now, 0, False, None))

@@ -239,3 +239,29 @@ class TestAlgorithms:
         with pytest.raises(SettingsError, match=name) as raised:
             Settings.from_env({"RATE_LIMIT_ALGORITHM": "fixed_window", name: value})
         assert "expected" in str(raised.value)
+
+
+class TestPolicyFile:
+    def test_the_file_is_named_and_the_environment_policies_stay_unread(self) -> None:
+        """RATE_LIMIT_CONFIG is kept as given; without it there is no file."""
+        assert Settings.from_env({"RATE_LIMIT_CONFIG": "/etc/limits.toml"}).policy_file == "/etc/limits.toml"
+        assert Settings.from_env({}).policy_file is None
+
+    @pytest.mark.parametrize(
+        "variable",
+        ["RATE_LIMIT_ALGORITHM", "RATE_LIMIT_CAPACITY", "RATE_LIMIT_USER_REFILL_RATE", "RATE_LIMIT_USER_WINDOW"],
+    )
+    def test_a_policy_variable_beside_the_file_is_refused(self, variable: str) -> None:
+        """A policy variable set beside RATE_LIMIT_CONFIG would be silently unused: refused, naming both."""
+        value = "fixed_window" if variable.endswith("ALGORITHM") else "10"
+        with pytest.raises(SettingsError, match=rf"^{variable} is set, but RATE_LIMIT_CONFIG='/l.toml' gives"):
+            Settings.from_env({"RATE_LIMIT_CONFIG": "/l.toml", variable: value})
+
+    @pytest.mark.parametrize(("raw", "interval"), [("0", 0.0), ("0.0", 0.0), ("0.5", 0.5), ("3600", 3600.0)])
+    def test_the_check_interval_is_seconds_or_0_for_sighup_only(self, raw: str, interval: float) -> None:
+        assert Settings.from_env({"RATE_LIMIT_CONFIG_INTERVAL": raw}).policy_check_interval == interval
+
+    @pytest.mark.parametrize("raw", ["-1", "0.01", "3601", "nan", "inf", ".", "often"])
+    def test_a_bad_check_interval_is_refused(self, raw: str) -> None:
+        with pytest.raises(SettingsError, match=r"^RATE_LIMIT_CONFIG_INTERVAL=.* expected 0 \(reload on SIGHUP"):
+            Settings.from_env({"RATE_LIMIT_CONFIG_INTERVAL": raw})

@@ -1,5 +1,9 @@
 """What a policy file says, as immutable values: the policies by name, which apply to whom (tiers), the
-route table, and who is exempt. ``PolicySet.limits_for`` answers the one question a request asks of it."""
+route table, and who is exempt. ``PolicySet.limits_for`` answers the one question a request asks of it.
+
+Code builds the same objects without a file: ``PolicySet.from_kinds({"ip": TokenBucket(...)})`` is the
+configuration the environment settings make, one policy per identity kind.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ from tornado_rate_limiter.limiter.algorithms import AnyPolicy
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ENFORCE, SHADOW = "enforce", "shadow"
 IDENTITY_KINDS = ("ip", "user")
+# Clients whose exemption is remembered, per PolicySet: the check parses an address, which costs more
+# than the rest of it, and clients recur; bounded, since addresses come from clients.
+_REMEMBERED_CLIENTS = 16384
 
 
 @dataclass(frozen=True)
@@ -20,10 +27,16 @@ class Route:
     """A rule of the route table: requests whose path matches ``path`` (and whose method is in ``methods``,
     when given) cost ``cost`` and, when ``policies`` names a list for the identity kind, use that list."""
 
-    path: re.Pattern[str]
-    methods: frozenset[str] | None = None
+    path: re.Pattern[str]  # a string is compiled
+    methods: frozenset[str] | None = None  # any iterable of names, in any case
     cost: float = 1.0
     policies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.path, str):
+            object.__setattr__(self, "path", re.compile(self.path))
+        if self.methods is not None:
+            object.__setattr__(self, "methods", frozenset(method.upper() for method in self.methods))
 
     def matches(self, method: str, path: str) -> bool:
         return (self.methods is None or method.upper() in self.methods) and self.path.search(path) is not None
@@ -36,17 +49,18 @@ class Limits:
 
     cost: float
     enforced: tuple[AnyPolicy, ...]
-    shadow: tuple[AnyPolicy, ...]
+    shadow: tuple[AnyPolicy, ...] = ()
 
 
 @dataclass(frozen=True)
 class PolicySet:
     """A whole configuration. ``ip_policies`` apply to anonymous clients; users get their tier's list
     (``tiers``, the tier read from the JWT claim ``tier_claim``; absent or unknown: ``default_tier``), or
-    ``user_policies`` when there are no tiers. The first route that matches wins."""
+    ``user_policies`` when there are no tiers. The first route that matches wins. A policy not in
+    ``modes`` is enforced. ValueError when a list names a policy that ``policies`` does not define."""
 
     policies: Mapping[str, AnyPolicy]
-    modes: Mapping[str, str]  # policy name -> ENFORCE or SHADOW
+    modes: Mapping[str, str] = field(default_factory=dict)  # policy name -> ENFORCE or SHADOW
     ip_policies: tuple[str, ...] = ()
     user_policies: tuple[str, ...] = ()
     tiers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -56,6 +70,47 @@ class PolicySet:
     exempt_networks: tuple[IPNetwork, ...] = ()
     exempt_users: frozenset[str] = frozenset()
     sha256: str = ""  # of the file it was read from ("" when built in code)
+    # Limits by (kind, tier, route index): the same few lists for every request.
+    _limits: dict[tuple[str, str | None, int], Limits] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    _exempt_clients: dict[str, bool] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name, policy in self.policies.items():
+            if policy.name != name:
+                message = f"policies[{name!r}] is named {policy.name!r}: a policy is listed under its own name"
+                raise ValueError(message)
+        lists = {"ip_policies": self.ip_policies, "user_policies": self.user_policies}
+        lists.update({f"tiers[{tier!r}]": names for tier, names in self.tiers.items()})
+        for number, route in enumerate(self.routes):
+            lists.update({f"routes[{number}].policies[{kind!r}]": names for kind, names in route.policies.items()})
+        for where, names in lists.items():
+            undefined = [name for name in names if name not in self.policies]
+            if undefined:
+                message = f"{where} names {undefined[0]!r}, which is not one of the policies"
+                raise ValueError(message)
+        if self.tiers and self.default_tier not in self.tiers:
+            message = f"default_tier {self.default_tier!r} is not one of the tiers"
+            raise ValueError(message)
+
+    @classmethod
+    def from_kinds(cls, policies: Mapping[str, AnyPolicy | None]) -> PolicySet:
+        """One policy per identity kind (``{"ip": ..., "user": ...}``; a kind absent or None is not limited),
+        as the environment settings configure the service. ValueError for two policies under one name."""
+        by_name: dict[str, AnyPolicy] = {}
+        for policy in policies.values():
+            if policy is None:
+                continue
+            if by_name.setdefault(policy.name, policy) != policy:
+                message = f"two different policies are named {policy.name!r}: give each kind's policy its own name"
+                raise ValueError(message)
+        ip, user = policies.get("ip"), policies.get("user")
+        return cls(
+            policies=by_name,
+            ip_policies=(ip.name,) if ip is not None else (),
+            user_policies=(user.name,) if user is not None else (),
+        )
 
     def tier_of(self, claims: Mapping[str, object] | None) -> str | None:
         """The user's tier: the claim's value when it names a tier, else the default tier."""
@@ -66,29 +121,52 @@ class PolicySet:
 
     def limits_for(self, kind: str, method: str, path: str, tier: str | None = None) -> Limits:
         """The cost and the policies of a request by an identity of ``kind`` (``ip`` or ``user``)."""
+        matched = next((number for number, route in enumerate(self.routes) if route.matches(method, path)), -1)
+        memo_key = (kind, tier, matched)
+        limits = self._limits.get(memo_key)
+        if limits is None:
+            limits = self._limits[memo_key] = self._limits_of(kind, tier, matched)
+        return limits
+
+    def _limits_of(self, kind: str, tier: str | None, matched: int) -> Limits:
         if kind == "ip":
             names = self.ip_policies
-        else:
+        elif kind == "user":
             names = self.tiers[tier] if tier is not None and tier in self.tiers else self.user_policies
+        else:  # a kind of an application's own (rate_limit_identity overridden): only routes limit it
+            names = ()
         cost = 1.0
-        for route in self.routes:
-            if route.matches(method, path):
-                cost = route.cost
-                names = route.policies.get(kind, names)
-                break
+        if matched >= 0:
+            route = self.routes[matched]
+            cost, names = route.cost, route.policies.get(kind, names)
         chosen = [self.policies[name] for name in names]
         return Limits(
             cost,
-            tuple(policy for policy in chosen if self.modes[policy.name] == ENFORCE),
-            tuple(policy for policy in chosen if self.modes[policy.name] == SHADOW),
+            tuple(policy for policy in chosen if self.modes.get(policy.name, ENFORCE) == ENFORCE),
+            tuple(policy for policy in chosen if self.modes.get(policy.name, ENFORCE) == SHADOW),
         )
 
-    def is_exempt_address(self, address: str) -> bool:
+    def is_exempt_address(self, client: str) -> bool:
+        """Whether the client (an address, or an IPv6 network such as ``2001:db8:1:2::/64``, as the
+        limiter labels IPv6 clients) lies inside an exempt network."""
+        if not self.exempt_networks:
+            return False
+        exempt = self._exempt_clients.get(client)
+        if exempt is None:
+            if len(self._exempt_clients) >= _REMEMBERED_CLIENTS:
+                self._exempt_clients.clear()
+            exempt = self._exempt_clients[client] = self._inside_exempt_network(client)
+        return exempt
+
+    def _inside_exempt_network(self, client: str) -> bool:
         try:
-            parsed = ipaddress.ip_address(address)
+            network = ipaddress.ip_network(client, strict=False)
         except ValueError:
             return False
-        return any(parsed in network for network in self.exempt_networks)
+        return any(
+            network.version == exempt.version and network.subnet_of(exempt)  # type: ignore[arg-type]
+            for exempt in self.exempt_networks
+        )
 
     def is_exempt_user(self, user_id: str) -> bool:
         return user_id in self.exempt_users
