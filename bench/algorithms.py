@@ -1,5 +1,6 @@
 """Our three algorithms against the peers' nearest ones, on one Redis: decisions per second, bytes per key
-and exactness (what each admits in a fixed scenario against what its own definition allows).
+and exactness (what each admits in a fixed scenario against what its own definition allows); and a
+request with three limits (a policy file's burst, daily and hourly) against one with one.
 
 Throughput as in bench/library.py: 64 concurrent asyncio callers over 10,000 keys, limits so high that
 every decision is allowed. Exactness runs in real time (the peers read their own clocks): every limiter
@@ -42,7 +43,15 @@ from bench.library import (
     time_batches,
     time_callers,
 )
-from tornado_rate_limiter.limiter import FixedWindow, LocalBackend, RedisBackend, SlidingWindow, TokenBucket, bucket
+from tornado_rate_limiter.limiter import (
+    Charge,
+    FixedWindow,
+    LocalBackend,
+    RedisBackend,
+    SlidingWindow,
+    TokenBucket,
+    bucket,
+)
 from tornado_rate_limiter.limiter.algorithms import AnyPolicy, fixed_window, sliding_window
 from tornado_rate_limiter.limiter.algorithms.window import WindowState
 
@@ -127,6 +136,75 @@ def time_peer(peer: RedisPeer, url: str, seconds: float) -> list[tuple[int, int,
 
 def time_local(policy: AnyPolicy, seconds: float) -> list[tuple[int, int, float]]:
     return time_batches(local_batch(policy), seconds)
+
+
+# --- several limits per request ------------------------------------------------------------------------
+
+THREE_LIMITS = (OURS["token_bucket"], OURS["fixed_window"], OURS["sliding_window"])
+SEVERAL_ROWS = (
+    ("one_limit", "one limit: RedisBackend.acquire (token bucket)", None),
+    ("one_limit_all", "one limit: RedisBackend.acquire_all", THREE_LIMITS[:1]),
+    ("three_limits", "three limits: acquire_all (token bucket, fixed window, sliding window)", THREE_LIMITS),
+)
+SCRIPT_CALLS_SAMPLE = 2000  # requests whose script calls are counted in Redis's commandstats
+
+
+def several_limits_peer(policies: Sequence[AnyPolicy] | None) -> RedisPeer:
+    """A request per key: ``acquire`` of the token bucket (None), or ``acquire_all`` of ``policies``."""
+
+    @asynccontextmanager
+    async def peer(url: str) -> AsyncIterator[AsyncBatch]:
+        backend = RedisBackend.from_url(url, timeout=REDIS_TIMEOUT)
+
+        async def batch(keys: Sequence[str]) -> int:
+            allowed = 0
+            for key in keys:
+                if policies is None:
+                    allowed += (await backend.acquire(key, OURS["token_bucket"])).allowed
+                else:
+                    allowed += (await backend.acquire_all([Charge(key, policy) for policy in policies])).allowed
+            return allowed
+
+        try:
+            yield batch
+        finally:
+            await backend.close()
+
+    return peer
+
+
+async def script_calls_per_request(url: str, peer: RedisPeer) -> tuple[float, float]:
+    """EVALSHA and EVAL calls Redis counted (INFO commandstats), and the microseconds Redis spent in them,
+    per request, over a sample of requests made by 64 concurrent callers."""
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        await client.config_resetstat()
+        async with peer(url) as batch:
+            share = SCRIPT_CALLS_SAMPLE // CALLERS
+            keys = [f"ip:10.9.{i >> 8}.{i & 255}" for i in range(share * CALLERS)]
+            await asyncio.gather(*(batch(keys[i * share : (i + 1) * share]) for i in range(CALLERS)))
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    scripts = [stats.get(f"cmdstat_{name}", {}) for name in ("evalsha", "eval")]
+    requests = share * CALLERS
+    return sum(float(s.get("calls", 0)) for s in scripts) / requests, sum(
+        float(s.get("usec", 0)) for s in scripts
+    ) / requests
+
+
+def run_several_limits(url: str, seconds: float, flush: Callable[[], object]) -> list[Row]:
+    rows = []
+    for row_id, label, policies in SEVERAL_ROWS:
+        flush()
+        peer = several_limits_peer(policies)
+        row = attempt(row_id, label, partial(time_peer, peer, url, seconds))
+        if "error" not in row:
+            flush()
+            calls, redis_us = asyncio.run(script_calls_per_request(url, peer))
+            row["script_calls_per_request"], row["redis_us_per_request"] = calls, redis_us
+        rows.append(row)
+    return rows
 
 
 # --- bytes per key --------------------------------------------------------------------------------------
@@ -388,6 +466,7 @@ def run_algorithms(url: str, seconds: float, keys: int, exactness: bool, flush: 
         "algorithms_redis": redis_rows,
         "algorithms_local": local_rows,
         "algorithms_memory": memory,
+        "several_limits": run_several_limits(url, seconds, flush),
     }
     if exactness:
         result["algorithms_exactness"] = asyncio.run(run_exactness(url))

@@ -79,6 +79,17 @@ SERVERS = [
         "/",
         True,
     ),
+    *(
+        Server(
+            f"service_redis_{name}",
+            f"service, GET /api/whoami, Redis backend, policy file: {name.replace('_', ' ')}",
+            SERVICE,
+            {"RATE_LIMIT_CONFIG": f"bench/policies/{name}.toml", "RATE_LIMIT_REDIS_TIMEOUT": REDIS_TIMEOUT},
+            "/api/whoami",
+            True,
+        )
+        for name in ("one_limit", "three_limits")
+    ),
     Server(
         "service_redis_denied",
         "service, GET /api/whoami, Redis backend, mostly denied (10 at 1/s)",

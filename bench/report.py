@@ -19,6 +19,27 @@ Figure = tuple[str, str, str]  # (section, row id, field)
 # (what, measured figure, compared with or None for an absolute goal, comparison, goal)
 TARGETS: list[tuple[str, Figure, Figure | None, str, float]] = [
     (
+        "service route on Redis, policy file with three limits vs one: cost (one's req/s over three's)",
+        ("http", "service_redis_one_limit", "requests_per_s"),
+        ("http", "service_redis_three_limits", "requests_per_s"),
+        "<=",
+        1.3,
+    ),
+    (
+        "the same in the library alone (RedisBackend.acquire_all, three limits vs acquire, one)",
+        ("several_limits", "one_limit", "decisions_per_s"),
+        ("several_limits", "three_limits", "decisions_per_s"),
+        "<=",
+        1.3,
+    ),
+    (
+        "a request with three limits: script calls (round trips' worth) per request",
+        ("several_limits", "three_limits", "script_calls_per_request"),
+        None,
+        "<=",
+        1.0,
+    ),
+    (
         "Redis backend decisions/s vs limits async moving window",
         ("library_redis", "ours_redis", "decisions_per_s"),
         ("library_redis", "limits_moving_redis", "decisions_per_s"),
@@ -269,6 +290,34 @@ def algorithms_section(results: dict[str, Any]) -> list[str]:
         lines[2:2] = [
             "Every decision allowed (a token bucket of 1e9 refilled at 1e9/s; windows of 1e9 per hour). The same",
             "redis-server for every row, emptied between rows; best of three runs.",
+            "",
+        ]
+    several = results.get("several_limits")
+    if several:
+        base = figure(results, ("several_limits", "one_limit", "decisions_per_s"))
+        rows = [
+            [row["label"], *error_cells(row, 4)]
+            if "error" in row
+            else [
+                row["label"],
+                number(row["decisions_per_s"]),
+                ratio(base, row["decisions_per_s"]),
+                f"{row['script_calls_per_request']:.2f}",
+                number(row["redis_us_per_request"], 1),
+            ]
+            for row in several
+        ]
+        lines += [
+            "### A request with several limits, on Redis",
+            "",
+            "Requests per second as above (each allowed); then, over 2,000 more requests, Redis's own count of",
+            "script calls (EVALSHA) and of the microseconds it spent in them, per request (INFO commandstats).",
+            "Cost is one limit's requests/s over the row's.",
+            "",
+            *table(
+                ["request", "requests/s", "cost vs one limit", "script calls per request", "Redis us per request"],
+                rows,
+            ),
             "",
         ]
     memory = results.get("algorithms_memory")

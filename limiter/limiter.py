@@ -182,9 +182,9 @@ class RateLimiter:
         if isinstance(primary, LocalBackend):
             verdict = primary.acquire_all_now(charges)
         else:
-            check_charges(charges)  # a caller's mistake is a ValueError, never an outage
+            costs = check_charges(charges)  # a caller's mistake is a ValueError, never an outage
             verdict = await self._through_breaker(
-                lambda: primary.acquire_all(charges),
+                lambda: primary.acquire_all_checked(charges, costs),
                 lambda: self._decide_all_without_primary(charges),
                 ", ".join(repr(charge.policy.name) for charge in charges),
             )

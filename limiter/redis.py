@@ -151,7 +151,12 @@ class RedisBackend:
     async def acquire_all(self, charges: Sequence[Charge], now: float | None = None) -> Verdict:
         """Several limits of one request, all or nothing (limiter/verdict.py), in one script call: one
         round trip, also on a Cluster when the charges share a key (the hash tag). Raises as ``acquire``."""
-        costs = check_charges(charges)
+        return await self.acquire_all_checked(charges, check_charges(charges), now)
+
+    async def acquire_all_checked(
+        self, charges: Sequence[Charge], costs: Sequence[float], now: float | None = None
+    ) -> Verdict:
+        """``acquire_all`` for charges already checked: ``costs`` as ``check_charges`` returned them."""
         args = ["" if now is None else repr(validate_now(now)), self._slack_ms]
         for charge, cost in zip(charges, costs, strict=True):
             algorithm = algorithm_for(charge.policy)
@@ -166,19 +171,14 @@ class RedisBackend:
         for charge in charges:
             algorithm = algorithm_for(charge.policy)
             width = algorithm.state_fields
-            allowed, after, before = (
-                fields[at],
-                fields[at + 2 : at + 2 + width],
-                fields[at + 2 + width : at + 2 + 2 * width],
-            )
-            at += 2 + 2 * width
-            outcomes.append(
-                Outcome(
-                    allowed == 1,
-                    algorithm.parse_reply([allowed, *after, script_now])[1],
-                    algorithm.parse_reply([allowed, *before, script_now])[1],
-                )
-            )
+            allowed, charged = fields[at], fields[at + 1]
+            after = algorithm.parse_reply([allowed, *fields[at + 2 : at + 2 + width], script_now])[1]
+            at += 2 + width
+            before = None  # the script sends the state before only for a limit left uncharged
+            if charged != 1:
+                before = algorithm.parse_reply([allowed, *fields[at : at + width], script_now])[1]
+                at += width
+            outcomes.append(Outcome(allowed == 1, after, before))
         return verdict_of(charges, costs, outcomes, float(script_now))
 
     async def connect(self, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:

@@ -35,7 +35,8 @@ class Verdict(NamedTuple):
 
 
 class Outcome(NamedTuple):
-    """What one limit found: whether it allows, its state after charging (when it allows) and before."""
+    """What one limit found: whether it allows, its state after charging (when it allows) and before (a
+    backend may leave it None for a limit that is charged: nothing reads it then)."""
 
     allowed: bool
     after: Any

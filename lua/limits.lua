@@ -10,7 +10,8 @@
 -- Every limit decides on its state as stored (nothing is written until all have); the request is admitted
 -- when every enforced limit allows it, and then every limit that allows it (shadow ones too) is charged;
 -- otherwise none is.
--- Reply: { admitted, now, then per limit: allowed, charged, its state after..., its state before... }.
+-- Reply: { admitted, now, then per limit: allowed, charged, its state after..., and for a limit left
+-- uncharged its state before... (a charged limit's is never read: the reply stays short) }.
 
 local now = tonumber(ARGV[1])
 if now == nil then
@@ -41,6 +42,8 @@ for i = 1, #KEYS do
   reply[#reply + 1] = allowed
   reply[#reply + 1] = charged
   for _, field in ipairs(state) do reply[#reply + 1] = field end
-  for _, field in ipairs(before) do reply[#reply + 1] = field end
+  if charged == 0 then
+    for _, field in ipairs(before) do reply[#reply + 1] = field end
+  end
 end
 return reply
