@@ -97,8 +97,10 @@ async def serve(
     store = config.policy_source
     if isinstance(store, PolicyStore):
         loop.add_signal_handler(signal.SIGHUP, lambda: store.reload(force=True))
-        if settings.policy_check_interval > 0:
-            watch = asyncio.create_task(store.watch(settings.policy_check_interval))
+    else:  # SIGHUP's default would end the process: a reload asked of a service without a file must not
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP: no policy file to reload"))
+    if isinstance(store, PolicyStore) and settings.policy_check_interval > 0:
+        watch = asyncio.create_task(store.watch(settings.policy_check_interval))
     await stop.wait()
     if watch is not None:
         watch.cancel()

@@ -34,7 +34,7 @@ from tornado_rate_limiter.handlers.headers import (
 )
 from tornado_rate_limiter.handlers.identity import IP, USER, Identity
 from tornado_rate_limiter.limiter import Decision, LocalBackend, Policy, RateLimiter
-from tornado_rate_limiter.limiter.algorithms import AnyPolicy
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
 from tornado_rate_limiter.limiter.policies import Limits, PolicySet
 from tornado_rate_limiter.limiter.policies.store import FixedPolicies, PolicyStore
 from tornado_rate_limiter.limiter.verdict import Charge, Verdict
@@ -351,15 +351,17 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         """Decide ``limits`` for ``identity``, set the headers of the enforced policies, and answer 429 when
         one denies. One enforced policy alone takes the single-limit path (and its cache of denials)."""
         key, cost = self.rate_limit_key(identity), self.rate_limit_cost()
-        enforced = limits.enforced
-        if len(enforced) == 1 and not limits.shadow:
+        enforced, shadow = limits.enforced, limits.shadow
+        if shadow and cost != limits.cost:  # a cost of the handler's own, which a shadow policy may not admit:
+            shadow = tuple(policy for policy in shadow if algorithm_for(policy).quota(policy) >= cost)  # left out
+        if len(enforced) == 1 and not shadow:
             decision = await limiter.acquire(key, enforced[0], cost, identity_kind=identity.kind)
             self.rate_limit_decision = decision
             headers = rate_limit_headers(enforced[0], decision)
             decisions: Sequence[Decision] = (decision,)
         else:
             charges = [Charge(key, policy, cost) for policy in enforced]
-            charges += [Charge(key, policy, cost, enforced=False) for policy in limits.shadow]
+            charges += [Charge(key, policy, cost, enforced=False) for policy in shadow]
             verdict = self.rate_limit_verdict = await limiter.acquire_all(charges, identity_kind=identity.kind)
             if not enforced:  # shadow policies only: never in a header, never a denial
                 return

@@ -189,7 +189,10 @@ class RateLimiter:
                 ", ".join(repr(charge.policy.name) for charge in charges),
             )
         self.metrics.count_decision(identity_kind, verdict.allowed, verdict.degraded, time.perf_counter() - started)
+        unknown = verdict.degraded and self.failure_strategy == FAIL_CLOSED  # no limit was asked
         for charge, decision in zip(charges, verdict.decisions, strict=True):
+            if unknown and not charge.enforced:
+                continue  # a shadow limit's "denial" here says nothing about what it would have done
             if decision.allowed:
                 self.metrics.count_policy(charge.policy.name, ALLOWED)
             elif charge.enforced:
@@ -200,9 +203,10 @@ class RateLimiter:
         return verdict
 
     async def _decide_all_without_primary(self, charges: Sequence[Charge]) -> Verdict:
-        if self.failure_strategy == FAIL_CLOSED:
+        if self.failure_strategy == FAIL_CLOSED:  # every enforced limit denies; shadow ones change nothing
             denials = [await self._decide_without_primary(c.key, c.policy, c.cost) for c in charges]
-            return Verdict(False, tuple(denials), (False,) * len(charges), degraded=True)
+            admitted = not any(charge.enforced for charge in charges)
+            return Verdict(admitted, tuple(denials), (False,) * len(charges), degraded=True)
         scaled = [c._replace(policy=self._fallback_policy(c.policy, float(c.cost))) for c in charges]
         verdict = self.fallback.acquire_all_now(scaled)
         decisions = tuple(decision._replace(degraded=True) for decision in verdict.decisions)

@@ -6,6 +6,7 @@ never a key, an address or a user id.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
@@ -14,6 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from tornado_rate_limiter.limiter.breaker import BreakerState, CircuitBreaker
+
+log = logging.getLogger("tornado_rate_limiter.limiter")
 
 IDENTITY_KINDS = ("ip", "user")
 # Decisions take ~0.1 ms in memory and ~0.2-2 ms on a nearby Redis; a timeout shows at the top.
@@ -98,6 +101,11 @@ class LimiterMetrics:
         if self._configuration is None:
             self._configuration = _ConfigurationCollector(source)
             self.registry.register(self._configuration)
+        elif self._configuration.source is not source:
+            log.warning(
+                "one limiter serves two configurations: its metrics report the last one given (give each "
+                "application a RateLimiter of its own to see both)"
+            )
         self._configuration.source = source
 
     def watch_breaker(self, breaker: CircuitBreaker) -> None:

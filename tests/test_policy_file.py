@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tornado_rate_limiter.limiter import FixedWindow, SlidingWindow, TokenBucket
-from tornado_rate_limiter.limiter.policies import PolicyFileError, PolicySet, load_policy_file
+from tornado_rate_limiter.limiter.policies import PolicyFileError, PolicySet, Route, load_policy_file
 
 EXAMPLE = """\
 [policies.burst]                 # the name is the policy's name in headers, keys and metrics
@@ -158,6 +158,15 @@ MISTAKES = [
         'policies = ["burst", "burst"]',
         "listed twice",
     ),
+    # values of the wrong type or size, which once escaped as TypeError or OverflowError (a traceback)
+    ('algorithm = "fixed_window"', 'algorithm = ["x"]', "policies.daily.algorithm", 'algorithm = ["x"]', "one of"),
+    ('mode = "shadow"', "mode = 1", "policies.new-hourly.mode", "mode = 1", "'enforce' or 'shadow'"),
+    ('default_tier = "free"', 'default_tier = ["free"]', "identities.user.default_tier", "default_tier =", "one of"),
+    ("capacity = 20", "capacity = 1" + "0" * 400, "policies.burst.capacity", "capacity = 1000", "out of range"),
+    ("cost = 5 ", "cost = 1" + "0" * 400 + " ", "routes[0].cost", "cost = 1000", "at most 1e300"),
+    # a policy that cannot admit the cost of 1 every request on its lists pays, a shadow one too
+    ("capacity = 200", "capacity = 0.5", "identities.user.tiers.pro", 'pro = ["pro-burst"]', "more than policy"),
+    ("limit = 1000\n", "limit = 0.5\n", "identities.user.tiers.free", "free = [", "'new-hourly' ever admits"),
 ]
 
 
@@ -175,6 +184,29 @@ def test_a_mistake_names_the_file_the_line_and_the_field(
     message = str(raised.value)
     assert message.startswith(f"{path}:{line_of(text, line)}: {field}: "), message
     assert words in message and "\n" not in message
+
+
+def test_a_set_built_in_code_is_checked_as_a_file_is() -> None:
+    """A list naming no policy, or a policy that cannot admit the cost it is charged: ValueError."""
+    with pytest.raises(ValueError, match="names 'absent'"):
+        PolicySet(policies={}, ip_policies=("absent",))
+    with pytest.raises(ValueError, match="a cost of 1 is more than policy 'half'"):
+        PolicySet(policies={"half": TokenBucket(0.5, 1, name="half")}, ip_policies=("half",))
+
+
+def test_kinds_of_their_own_and_shared_names_are_kept_apart() -> None:
+    """from_kinds: a kind of an application's own gets its policy; two kinds' policies may share a name
+    (their keys never meet); a kind left out is not limited."""
+    policies = PolicySet.from_kinds({"ip": TokenBucket(60, 1), "apikey": TokenBucket(5, 1), "user": None})
+    assert policies.limits_for("apikey", "GET", "/").enforced == (TokenBucket(5, 1),)
+    assert policies.limits_for("ip", "GET", "/").enforced == (TokenBucket(60, 1),)
+    assert policies.limits_for("user", "GET", "/").enforced == ()
+
+
+def test_a_rule_for_get_covers_head() -> None:
+    """HEAD is GET without the body: a route for GET applies to it (method names in any case)."""
+    route = Route("^/x", methods=["get"])
+    assert route.matches("HEAD", "/x") and route.matches("GET", "/x") and not route.matches("POST", "/x")
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tornado.web
 from prometheus_client import generate_latest
 from tornado.httpclient import HTTPResponse
 
@@ -20,7 +21,7 @@ from tests.conftest import JWT_SECRET
 from tests.test_auth import bearer, token
 from tornado_rate_limiter.app.service import ServiceApplication, make_app
 from tornado_rate_limiter.app.settings import Settings
-from tornado_rate_limiter.handlers import SETTINGS_KEY, RateLimitedHandler
+from tornado_rate_limiter.handlers import SETTINGS_KEY, Identity, RateLimitConfig, RateLimitedHandler
 from tornado_rate_limiter.limiter import Policy, RateLimiter
 from tornado_rate_limiter.limiter.policies import parse_policies
 from tornado_rate_limiter.limiter.policies.store import PolicyStore
@@ -291,3 +292,29 @@ class TestReloadInProcess:
         metrics = scraped(app)
         assert 'rate_limit_config_reloads_total{result="ok"} 1.0' in metrics
         assert f'rate_limit_config_info{{sha256="{store.current.sha256}"}} 1.0' in metrics
+
+
+class ApiKeyHandler(RateLimitedHandler):
+    """Counts requests by an API key, a kind of identity of the application's own."""
+
+    def rate_limit_identity(self) -> Identity:
+        return Identity("apikey", self.request.headers.get("X-Api-Key", "none"))
+
+    def get(self) -> None:
+        self.write("ok")
+
+
+class TestPoliciesByKindInCode:
+    @pytest.fixture
+    def app(self, service_limiter: RateLimiter) -> tornado.web.Application:
+        # Both policies keep the default name: their keys (apikey:..., ip:...) never meet.
+        config = RateLimitConfig(limiter=service_limiter, policies={"apikey": Policy(2, 0.001), "ip": Policy(9, 1)})
+        return tornado.web.Application([(r"/keyed", ApiKeyHandler)], rate_limit=config)
+
+    @pytest.mark.gen_test
+    async def test_a_kind_of_the_applications_own_gets_its_policy(self, fetch: Fetch) -> None:
+        """policies={"apikey": ...}: requests counted by API key are limited by it (2, then 429)."""
+        key = {"X-Api-Key": uuid.uuid4().hex}
+        answers = [await fetch("/keyed", headers=key) for _ in range(3)]
+        assert [response.code for response in answers] == [200, 200, 429]
+        assert answers[0].headers["RateLimit-Policy"] == '"default";q=2;w=2000'

@@ -120,3 +120,26 @@ def test_a_file_gone_again_after_coming_back_is_reported_again(path: Path) -> No
     assert store.reload() == UNCHANGED
     path.unlink()
     assert store.reload() == FAILED
+
+
+def test_the_watch_outlives_a_bug_in_a_reload(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload that raises something unforeseen is logged, and the next check still runs: reloads
+    must never silently stop."""
+    store = PolicyStore(path)
+    calls = []
+
+    def failing_once(*, force: bool = False) -> str:
+        calls.append(force)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return "unchanged"
+
+    monkeypatch.setattr(store, "reload", failing_once)
+
+    async def watch_briefly() -> None:
+        task = asyncio.create_task(store.watch(0.01))
+        await asyncio.sleep(0.2)
+        task.cancel()
+
+    asyncio.run(watch_briefly())
+    assert len(calls) >= 2

@@ -189,3 +189,23 @@ class TestThroughTheLimiter:
         verdict = asyncio.run(scenario())
         assert not verdict.allowed and verdict.degraded and verdict.charged == (False, False)
         assert all(not d.allowed and d.degraded and d.retry_after >= 1 for d in verdict.decisions)
+
+    def test_fail_closed_lets_shadow_limits_alone_pass_and_counts_them_as_nothing(self) -> None:
+        """Fail-closed without Redis, a request with shadow limits only: admitted (shadow limits never
+        deny), counted allowed, and no shadow denial is counted, since no limit was asked."""
+        server = RedisProcess().start()
+        server.stop()
+        shadow_only = [charge._replace(enforced=False) for charge in self.CHARGES]
+
+        async def scenario() -> tuple[Verdict, RateLimiter]:
+            limiter = self.limiter(server, failure_strategy="closed")
+            verdict = await limiter.acquire_all(shadow_only)
+            await limiter.close()
+            return verdict, limiter
+
+        verdict, limiter = asyncio.run(scenario())
+        assert verdict.allowed and verdict.degraded and verdict.charged == (False, False)
+        registry = limiter.metrics.registry
+        assert registry.get_sample_value("rate_limit_allowed_total", {"identity": "ip"}) == 1
+        assert registry.get_sample_value("rate_limit_blocked_total", {"identity": "ip"}) == 0
+        assert registry.get_sample_value("rate_limit_shadow_blocked_total", {"policy": "t-burst"}) is None

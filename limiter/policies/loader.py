@@ -103,19 +103,22 @@ class _Reader:
         path = ["policies", name]
         spec = self.table(spec, path)
         algorithm_name = spec.get("algorithm", "token_bucket")
-        if algorithm_name not in BY_NAME:
+        if not isinstance(algorithm_name, str) or algorithm_name not in BY_NAME:
             raise self.fail([*path, "algorithm"], f"must be one of {', '.join(BY_NAME)}, got {algorithm_name!r}")
         algorithm = BY_NAME[algorithm_name]
         shape = algorithm.fields
         self.table(spec, path, {"algorithm", "mode", *shape})
         mode = spec.get("mode", ENFORCE)
-        if mode not in (ENFORCE, SHADOW):
+        if not isinstance(mode, str) or mode not in (ENFORCE, SHADOW):
             raise self.fail([*path, "mode"], f"must be {ENFORCE!r} or {SHADOW!r}, got {mode!r}")
         for key in shape:
             if key not in spec:
                 raise self.fail(path, f"{key} is missing ({algorithm_name} needs {' and '.join(shape)})")
         try:
             policy: AnyPolicy = algorithm.policy_type(*(spec[key] for key in shape), name=name)
+        except OverflowError:  # an integer too large for a float
+            too_large = next(key for key in shape if isinstance(spec[key], int) and abs(spec[key]) > 1e308)
+            raise self.fail([*path, too_large], f"{too_large} is out of range") from None
         except ValueError as exc:
             field = next((key for key in (*shape, "name") if str(exc).startswith(key)), None)
             raise self.fail(path if field in (None, "name") else [*path, field], str(exc)) from None
@@ -135,6 +138,16 @@ def load_policy_file(path: str | Path) -> PolicySet:
 
 def parse_policies(raw: bytes, name: str = "<policies>") -> PolicySet:
     """The PolicySet that the TOML text ``raw`` describes (``name`` is the file shown in errors)."""
+    try:
+        return _parse(raw, name)
+    except PolicyFileError:
+        raise
+    except Exception as exc:  # a value no check above foresaw: still one line, never a traceback
+        message = f"{name}: cannot be used: {exc}"
+        raise PolicyFileError(message) from None
+
+
+def _parse(raw: bytes, name: str) -> PolicySet:
     try:
         text = raw.decode("utf-8")
         document = tomllib.loads(text)
@@ -170,7 +183,7 @@ def parse_policies(raw: bytes, name: str = "<policies>") -> PolicySet:
     if tiers:
         if not isinstance(tier_claim, str) or not tier_claim:
             raise reader.fail(["identities", "user", "tier_claim"], "must name the JWT claim that holds the tier")
-        if default_tier not in tiers:
+        if not isinstance(default_tier, str) or default_tier not in tiers:
             raise reader.fail(
                 ["identities", "user", "default_tier"],
                 f"must be one of the tiers ({', '.join(tiers)}), got {default_tier!r}",
@@ -180,7 +193,8 @@ def parse_policies(raw: bytes, name: str = "<policies>") -> PolicySet:
 
     routes = tuple(_route(reader, index, spec, policies) for index, spec in enumerate(_routes(reader, document)))
     exempt = reader.table(document.get("exempt", {}), ["exempt"], {"networks", "users"})
-    policy_set = PolicySet(
+    _check_costs(reader, policies, ip_policies, user_policies, tiers, routes)  # first: its errors name the line
+    return PolicySet(
         policies=policies,
         modes=modes,
         ip_policies=ip_policies,
@@ -193,8 +207,6 @@ def parse_policies(raw: bytes, name: str = "<policies>") -> PolicySet:
         exempt_users=_users(reader, exempt.get("users", [])),
         sha256=hashlib.sha256(raw).hexdigest(),
     )
-    _check_costs(reader, policy_set)
-    return policy_set
 
 
 def _routes(reader: _Reader, document: Mapping[str, Any]) -> list[Any]:
@@ -215,29 +227,51 @@ def _route(reader: _Reader, index: int, spec: object, policies: Mapping[str, Any
     except re.error as exc:
         raise reader.fail([*path, "path"], f"is not a valid regular expression: {exc}") from None
     methods = spec.get("methods")
-    if methods is not None and (not isinstance(methods, list) or not all(isinstance(m, str) and m for m in methods)):
+    if methods is not None and (
+        not isinstance(methods, list) or not methods or not all(isinstance(m, str) and m for m in methods)
+    ):
         raise reader.fail([*path, "methods"], 'must be a list of HTTP methods, such as ["GET", "POST"]')
     lists = reader.table(spec.get("policies", {}), [*path, "policies"], {"ip", "user"})
     chosen = {kind: reader.names(listed, [*path, "policies", kind], policies) for kind, listed in lists.items()}
     cost = spec.get("cost", 1)
-    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost > 0 or cost != cost:
-        raise reader.fail([*path, "cost"], f"must be a number > 0, got {cost!r}")
-    return Route(compiled, frozenset(m.upper() for m in methods) if methods else None, float(cost), chosen)
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 < cost <= 1e300:
+        raise reader.fail([*path, "cost"], f"must be a number > 0 and at most 1e300, got {str(cost)[:40]}")
+    return Route(compiled, frozenset(methods) if methods else None, float(cost), chosen)
 
 
-def _check_costs(reader: _Reader, policy_set: PolicySet) -> None:
-    """A route's cost must fit every policy it may be charged to: each identity's list (every tier's), or
-    the route's own list for that identity."""
-    defaults = {"ip": [policy_set.ip_policies], "user": [policy_set.user_policies, *policy_set.tiers.values()]}
-    for index, route in enumerate(policy_set.routes):
-        for kind, lists in defaults.items():
-            for names in [route.policies[kind]] if kind in route.policies else lists:
-                for name in names:
-                    policy = policy_set.policies[name]
-                    quota = algorithm_for(policy).quota(policy)
-                    if route.cost > quota:
-                        message = f"{route.cost:g} is more than policy {name!r} ever admits at once ({quota:g})"
-                        raise reader.fail(["routes", index, "cost"], message)
+def _check_costs(
+    reader: _Reader,
+    policies: Mapping[str, AnyPolicy],
+    ip_policies: tuple[str, ...],
+    user_policies: tuple[str, ...],
+    tiers: Mapping[str, tuple[str, ...]],
+    routes: Sequence[Route],
+) -> None:
+    """Every policy must admit the cost it may be charged: 1 for the identities' lists (every tier's), and
+    a route's cost for each list it may be charged to (its own for an identity, else the identity's)."""
+    Where = list[str | int]
+    ip_lists: list[tuple[Where, tuple[str, ...]]] = [(["identities", "ip", "policies"], ip_policies)]
+    user_lists: list[tuple[Where, tuple[str, ...]]] = [(["identities", "user", "policies"], user_policies)]
+    user_lists += [(["identities", "user", "tiers", tier], names) for tier, names in tiers.items()]
+    lists = {"ip": ip_lists, "user": user_lists}
+    for kind_lists in lists.values():
+        for path, names in kind_lists:
+            _check_cost(reader, policies, path, names, 1.0)
+    for index, route in enumerate(routes):
+        for kind, kind_lists in lists.items():
+            for names in [route.policies[kind]] if kind in route.policies else [names for _, names in kind_lists]:
+                _check_cost(reader, policies, ["routes", index, "cost"], names, route.cost)
+
+
+def _check_cost(
+    reader: _Reader, policies: Mapping[str, AnyPolicy], path: list[str | int], names: tuple[str, ...], cost: float
+) -> None:
+    for name in names:
+        policy = policies[name]
+        quota = algorithm_for(policy).quota(policy)
+        if cost > quota:
+            message = f"{cost:g} is more than policy {name!r} ever admits at once ({quota:g})"
+            raise reader.fail(path, message)
 
 
 def _networks(reader: _Reader, value: object) -> tuple[IPNetwork, ...]:

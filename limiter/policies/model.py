@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tornado_rate_limiter.limiter.algorithms import AnyPolicy
+from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ENFORCE, SHADOW = "enforce", "shadow"
@@ -35,8 +35,9 @@ class Route:
     def __post_init__(self) -> None:
         if isinstance(self.path, str):
             object.__setattr__(self, "path", re.compile(self.path))
-        if self.methods is not None:
-            object.__setattr__(self, "methods", frozenset(method.upper() for method in self.methods))
+        if self.methods is not None:  # HEAD is GET without the body: a rule for GET covers it
+            methods = {method.upper() for method in self.methods}
+            object.__setattr__(self, "methods", frozenset(methods | ({"HEAD"} if "GET" in methods else set())))
 
     def matches(self, method: str, path: str) -> bool:
         return (self.methods is None or method.upper() in self.methods) and self.path.search(path) is not None
@@ -57,7 +58,10 @@ class PolicySet:
     """A whole configuration. ``ip_policies`` apply to anonymous clients; users get their tier's list
     (``tiers``, the tier read from the JWT claim ``tier_claim``; absent or unknown: ``default_tier``), or
     ``user_policies`` when there are no tiers. The first route that matches wins. A policy not in
-    ``modes`` is enforced. ValueError when a list names a policy that ``policies`` does not define."""
+    ``modes`` is enforced. ``kind_policies`` gives an identity kind (any, such as an application's own
+    ``apikey``) its policies directly, whatever the lists and the routes say: what ``from_kinds`` builds.
+    ValueError when a list names a policy that ``policies`` does not define, or when a policy cannot admit
+    the cost it may be charged (1, or a route's)."""
 
     policies: Mapping[str, AnyPolicy]
     modes: Mapping[str, str] = field(default_factory=dict)  # policy name -> ENFORCE or SHADOW
@@ -70,6 +74,7 @@ class PolicySet:
     exempt_networks: tuple[IPNetwork, ...] = ()
     exempt_users: frozenset[str] = frozenset()
     sha256: str = ""  # of the file it was read from ("" when built in code)
+    kind_policies: Mapping[str, tuple[AnyPolicy, ...]] = field(default_factory=dict)
     # Limits by (kind, tier, route index): the same few lists for every request.
     _limits: dict[tuple[str, str | None, int], Limits] = field(
         default_factory=dict, init=False, compare=False, repr=False
@@ -93,23 +98,39 @@ class PolicySet:
         if self.tiers and self.default_tier not in self.tiers:
             message = f"default_tier {self.default_tier!r} is not one of the tiers"
             raise ValueError(message)
+        self._check_costs(lists)
+
+    def _check_costs(self, lists: Mapping[str, tuple[str, ...]]) -> None:
+        """Each policy admits the cost it may be charged: 1 on the identities' lists, a route's on its own
+        lists or, for a kind it gives none, on that kind's (the policy file's loader says the same with
+        the line)."""
+        charged = [(where, names, 1.0) for where, names in lists.items() if not where.startswith("routes")]
+        charged += [(f"{kind!r} policies", tuple(p.name for p in ps), 1.0) for kind, ps in self.kind_policies.items()]
+        for number, route in enumerate(self.routes):
+            own = route.policies
+            for kind, names in (("ip", self.ip_policies), ("user", self.user_policies)):
+                charged.append((f"routes[{number}]", own.get(kind, names), route.cost))
+            if "user" not in own:
+                charged += [(f"routes[{number}]", names, route.cost) for names in self.tiers.values()]
+        by_name = {**self.policies, **{p.name: p for ps in self.kind_policies.values() for p in ps}}
+        for where, names, cost in charged:
+            for name in names:
+                policy = by_name[name]
+                quota = algorithm_for(policy).quota(policy)
+                if cost > quota:
+                    message = (
+                        f"{where}: a cost of {cost:g} is more than policy {name!r} ever admits at once ({quota:g})"
+                    )
+                    raise ValueError(message)
 
     @classmethod
     def from_kinds(cls, policies: Mapping[str, AnyPolicy | None]) -> PolicySet:
-        """One policy per identity kind (``{"ip": ..., "user": ...}``; a kind absent or None is not limited),
-        as the environment settings configure the service. ValueError for two policies under one name."""
-        by_name: dict[str, AnyPolicy] = {}
-        for policy in policies.values():
-            if policy is None:
-                continue
-            if by_name.setdefault(policy.name, policy) != policy:
-                message = f"two different policies are named {policy.name!r}: give each kind's policy its own name"
-                raise ValueError(message)
-        ip, user = policies.get("ip"), policies.get("user")
+        """One policy per identity kind (``{"ip": ..., "user": ...}``, or any kind of an application's
+        own; a kind absent or None is not limited), as the environment settings configure the service.
+        The kinds' keys never meet (``ip:...``, ``user:...``), so two kinds' policies may share a name."""
         return cls(
-            policies=by_name,
-            ip_policies=(ip.name,) if ip is not None else (),
-            user_policies=(user.name,) if user is not None else (),
+            policies={},
+            kind_policies={kind: (policy,) for kind, policy in policies.items() if policy is not None},
         )
 
     def tier_of(self, claims: Mapping[str, object] | None) -> str | None:
@@ -129,6 +150,8 @@ class PolicySet:
         return limits
 
     def _limits_of(self, kind: str, tier: str | None, matched: int) -> Limits:
+        if kind in self.kind_policies:
+            return Limits(1.0, self.kind_policies[kind])
         if kind == "ip":
             names = self.ip_policies
         elif kind == "user":

@@ -53,7 +53,7 @@ class PolicyStore:
             return UNCHANGED
         try:
             policy_set = parse_policies(raw, str(self.path))
-        except PolicyFileError as exc:
+        except (PolicyFileError, ValueError) as exc:
             self._rejected = sha256
             return self._failed(str(exc), force=True)
         self.current, self.last_error, self._rejected = policy_set, None, None
@@ -76,7 +76,10 @@ class PolicyStore:
         """Check the content every ``interval`` seconds until cancelled."""
         while True:
             await asyncio.sleep(interval)
-            self.reload()
+            try:
+                self.reload()
+            except Exception:  # a bug must not end the watch: reloads that silently stop are the worst kind
+                log.exception("checking the policy file %s failed", self.path)
 
     @property
     def sha256(self) -> str:
