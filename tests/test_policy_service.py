@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -150,9 +151,24 @@ def volume(tmp_path: Path) -> ConfigMapVolume:
     return ConfigMapVolume(tmp_path, POLICIES)
 
 
+@pytest.fixture(params=["single", "cluster"])
+def backing(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any]]:
+    """A Redis URL and a client of the test's own to read it: a single server, then a Cluster."""
+    if request.param == "single":
+        server: RedisProcess = request.getfixturevalue("own_redis")
+        client: Any = server.client()
+        url = server.url
+    else:
+        nodes: RedisCluster = request.getfixturevalue("cluster")
+        client = redis.RedisCluster(host="127.0.0.1", port=nodes.nodes[0].port, decode_responses=True)
+        url = nodes.url
+    yield url, client
+    client.close()
+
+
 @pytest.fixture
-def service(volume: ConfigMapVolume, own_redis: RedisProcess) -> Iterator[ServiceProcess]:
-    running = service_with(volume.path, own_redis.url)
+def service(volume: ConfigMapVolume, backing: tuple[str, Any]) -> Iterator[ServiceProcess]:
+    running = service_with(volume.path, backing[0])
     yield running
     running.stop()
 
@@ -163,11 +179,11 @@ def charge_until_daily_denies(url: str, client: str) -> list[tuple[int, Message,
 
 class TestConfiguredService:
     def test_a_denying_daily_limit_leaves_the_burst_untouched_in_redis(
-        self, service: ServiceProcess, own_redis: RedisProcess
+        self, service: ServiceProcess, backing: tuple[str, Any]
     ) -> None:
         """3 requests pass, the 4th and 5th are denied by daily alone; in Redis, burst's value after the
         denials is byte for byte what the 3rd request left, and daily still counts 3."""
-        client, store = address(), own_redis.client()
+        client, store = address(), backing[1]
         answers = [request(service.url + "/api/echo", {"X-Forwarded-For": client}) for _ in range(3)]
         burst_key, daily_key = f"rl:{{ip:{client}}}:burst", f"rl:{{ip:{client}}}:daily"
         after_three = store.get(burst_key)
