@@ -45,6 +45,24 @@ def wait_for_health(process: subprocess.Popen[bytes], url: str, timeout: float) 
     raise RuntimeError(message)
 
 
+def start_with_policy_file(path: Path) -> subprocess.CompletedProcess[str]:
+    """Run the service with RATE_LIMIT_CONFIG naming ``path`` by its file name, from its directory, in a
+    bare environment, to see how a start ends (a valid file serves until the 30 s timeout)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tornado_rate_limiter"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "RATE_LIMIT_CONFIG": path.name,
+            "PORT": str(free_port()),
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=path.parent,
+    )
+
+
 class ServiceProcess:
     """One service process; its output goes to a log file that tests can read."""
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,8 +13,7 @@ import pytest
 from tornado.httpclient import HTTPResponse
 
 from tests.conftest import JWT_SECRET
-from tests.redis_process import free_port
-from tests.service_process import ROOT
+from tests.service_process import ROOT, start_with_policy_file
 from tests.test_auth import bearer, token
 from tornado_rate_limiter.app.service import ServiceApplication, make_app
 from tornado_rate_limiter.app.settings import Settings
@@ -92,17 +89,5 @@ def test_the_bad_file_session_is_what_the_service_prints(tmp_path: Path) -> None
     assert BAD_FILE_SESSION is not None
     text, shown, status = BAD_FILE_SESSION.groups()
     (tmp_path / "limits.toml").write_text(text.encode().decode("unicode_escape"))
-    result = subprocess.run(
-        [sys.executable, "-m", "tornado_rate_limiter"],
-        env={
-            "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": str(ROOT),
-            "RATE_LIMIT_CONFIG": "limits.toml",
-            "PORT": str(free_port()),
-        },
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=tmp_path,
-    )
+    result = start_with_policy_file(tmp_path / "limits.toml")
     assert (result.returncode, result.stderr.strip()) == (int(status), shown)

@@ -10,8 +10,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -25,59 +23,17 @@ import redis
 
 from tests.conftest import JWT_SECRET
 from tests.load import Load
-from tests.redis_process import RedisProcess, free_port
+from tests.redis_process import RedisProcess
 from tests.redis_topologies import RedisCluster
-from tests.service_process import ROOT, ServiceProcess
+from tests.service_process import ServiceProcess, start_with_policy_file
 from tests.test_auth import token
+from tests.test_policy_handlers import POLICY_FILE
 
 pytestmark = pytest.mark.process
 
 # burst would admit 4, daily admits 3: from the 4th request daily denies alone. trial (shadow) would deny
-# from the 3rd.
-POLICIES = """\
-[policies.burst]
-capacity = 4
-refill_rate = 0.001
-
-[policies.daily]
-algorithm = "fixed_window"
-limit = 3
-window = 86400
-
-[policies.trial]
-algorithm = "sliding_window"
-limit = 2
-window = 3600
-mode = "shadow"
-
-[policies.pro-burst]
-capacity = 10
-refill_rate = 0.001
-
-[policies.search]
-capacity = 10
-refill_rate = 0.001
-
-[identities.ip]
-policies = ["burst", "daily", "trial"]
-
-[identities.user]
-tier_claim = "tier"
-default_tier = "free"
-[identities.user.tiers]
-free = ["burst", "daily", "trial"]
-pro = ["pro-burst"]
-
-[[routes]]
-path = "^/api/echo/search"
-methods = ["POST"]
-cost = 5
-policies = { ip = ["search"], user = ["search"] }
-
-[exempt]
-networks = ["10.0.0.0/8"]
-users = ["ops-bot"]
-"""
+# from the 3rd. The same file as the in-process tests'.
+POLICIES = POLICY_FILE
 OLD_HEADER = '"burst";q=4;w=4000, "daily";q=3;w=86400'
 
 
@@ -358,19 +314,7 @@ INVALID_FILES = {
 def test_an_invalid_file_stops_the_start_in_one_line(tmp_path: Path, text: str, says: str) -> None:
     """Exit 2 and one line on stderr naming the file, the line and the field; no traceback."""
     (tmp_path / "limits.toml").write_text(text)
-    result = subprocess.run(
-        [sys.executable, "-m", "tornado_rate_limiter"],
-        env={
-            "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": str(ROOT),
-            "RATE_LIMIT_CONFIG": "limits.toml",
-            "PORT": str(free_port()),
-        },
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=tmp_path,
-    )
+    result = start_with_policy_file(tmp_path / "limits.toml")
     assert result.returncode == 2
     assert result.stderr.startswith(f"configuration error: {says}") and result.stderr.count("\n") == 1, result.stderr
 
