@@ -143,4 +143,9 @@ def describe_policies(policies: PolicyStore | PolicySet) -> list[str]:
     for name, policy in policy_set.policies.items():
         mode = " (shadow: never denies)" if policy_set.modes.get(name) == SHADOW else ""
         lines.append(f"  {describe_policy(policy)}{mode}")
+    for kind, policies_of_kind in policy_set.kind_policies.items():
+        lines += [
+            f"  {describe_policy(policy)}" + ("" if policy.name == kind else f" ({kind})")
+            for policy in policies_of_kind
+        ]
     return lines

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +68,20 @@ class TestCheck:
         result = run("--check", env={"PORT": str(free_port()), "RATE_LIMIT_CAPACITY": "7"})
         assert result.returncode == 0, result.stderr
         assert "ip: token bucket of 7 tokens, 1 per second" in result.stdout and "backend    local" in result.stdout
+
+    def test_a_policy_file_is_read_and_its_policies_listed(self, tmp_path: Path) -> None:
+        """--check with RATE_LIMIT_CONFIG: the file and its hash, each policy, shadow ones marked; exit 0."""
+        path = tmp_path / "limits.toml"
+        path.write_text(
+            '[policies.burst]\ncapacity = 20\nrefill_rate = 5\n[policies.trial]\nalgorithm = "fixed_window"\n'
+            'limit = 9\nwindow = 60\nmode = "shadow"\n[identities.ip]\npolicies = ["burst", "trial"]\n'
+        )
+        result = run("--check", env={"PORT": str(free_port()), "RATE_LIMIT_CONFIG": str(path)})
+        assert result.returncode == 0, result.stderr
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        assert f"policies   from {path} (sha256 {digest})\n" in result.stdout
+        assert "  burst: token bucket of 20 tokens, 5 per second\n" in result.stdout
+        assert "  trial: fixed window of 9 per 60 s (shadow: never denies)\n" in result.stdout
 
     def test_a_ready_redis_passes(self, redis_server: RedisProcess) -> None:
         """--check with a Redis that serves: it connects, loads the script, decides once, and says so."""
