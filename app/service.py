@@ -12,6 +12,7 @@ import tornado.web
 
 from tornado_rate_limiter.app.settings import Settings
 from tornado_rate_limiter.handlers import SETTINGS_KEY, ClientAddressResolver, RateLimitConfig
+from tornado_rate_limiter.handlers.forward_auth import CHECK_PATH, ForwardAuthHandler
 from tornado_rate_limiter.handlers.service import (
     EchoHandler,
     HealthHandler,
@@ -141,13 +142,18 @@ def make_app(
     demo_routes: bool = False,
     **tornado_settings: Any,
 ) -> ServiceApplication:
-    """An application with /health, /metrics and ``routes`` of your own, its limiter built from ``settings``.
+    """An application with /health, /metrics, /check (the decision endpoint for proxies) and ``routes`` of
+    your own, its limiter built from ``settings``.
 
     ``demo_routes=True`` adds the service's /api/whoami and /api/echo[/...] (the service asks for them);
     ``limiter`` and ``policies`` override what the settings build (tests pass their own);
     ``tornado_settings`` go to the Application.
     """
-    service_routes: list[Any] = [(r"/health", HealthHandler), (r"/metrics", MetricsHandler)]
+    service_routes: list[Any] = [
+        (r"/health", HealthHandler),
+        (r"/metrics", MetricsHandler),
+        (rf"{CHECK_PATH}(?:/.*)?", ForwardAuthHandler),
+    ]
     if demo_routes:
         service_routes += [(r"/api/whoami", WhoAmIHandler), (r"/api/echo(?:/.*)?", EchoHandler)]
     options: dict[str, Any] = {

@@ -251,8 +251,18 @@ class RateLimitedHandler(tornado.web.RequestHandler):
             chosen = chosen.get(identity.kind, APP_POLICIES)
         if chosen is APP_POLICIES:
             tier = policy_set.tier_of(self.rate_limit_claims()) if identity.kind == USER and policy_set.tiers else None
-            return policy_set.limits_for(identity.kind, self.request.method or "GET", self.request.path, tier)
+            method, path = self.rate_limit_target()
+            return policy_set.limits_for(identity.kind, method, path, tier)
         return _limits_of(chosen)
+
+    def rate_limit_target(self) -> tuple[str, str]:
+        """The method and path the route table is matched against: this request's (a forward-auth
+        endpoint gives the original request's instead)."""
+        return self.request.method or "GET", self.request.path
+
+    def rate_limit_denied_status(self) -> int:
+        """The status of a denial: 429 (a forward-auth endpoint may answer what its proxy needs)."""
+        return 429
 
     def rate_limit_claims(self) -> Mapping[str, Any] | None:
         """The claims the user's tier is read from: the verified JWT's, or ``current_user`` itself when a
@@ -373,7 +383,7 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         if not decision.allowed:
             self.set_header("Retry-After", str(retry_after_seconds(decision)))
             await self._before_answering_from_the_head()
-            self.finish_with_problem(429, several_exceeded_problem(enforced, decisions))
+            self.finish_with_problem(self.rate_limit_denied_status(), several_exceeded_problem(enforced, decisions))
 
     async def _before_answering_from_the_head(self) -> None:
         """A request answered from prepare(): its body, if it has one, is never read, and its connection is

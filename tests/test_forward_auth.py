@@ -1,0 +1,151 @@
+"""/check, the decision endpoint for proxies, on both backends: the requests nginx auth_request,
+Traefik ForwardAuth and Envoy ext_authz (HTTP) send, as each documents them, get the limiter's answer
+for the original request under the policy file: routes, costs, tiers, clients through trusted proxies."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+
+import pytest
+from tornado.httpclient import HTTPResponse
+
+from tests.conftest import JWT_SECRET
+from tests.test_auth import token
+from tornado_rate_limiter.app.service import ServiceApplication, make_app
+from tornado_rate_limiter.app.settings import Settings
+from tornado_rate_limiter.limiter import RateLimiter
+from tornado_rate_limiter.limiter.policies import parse_policies
+
+Fetch = Callable[..., Awaitable[HTTPResponse]]
+
+POLICIES = b"""
+[policies.burst]
+capacity = 3
+refill_rate = 0.001
+
+[policies.search]
+capacity = 10
+refill_rate = 0.001
+
+[policies.pro]
+capacity = 100
+refill_rate = 0.001
+
+[identities.ip]
+policies = ["burst"]
+
+[identities.user]
+tier_claim = "tier"
+default_tier = "free"
+[identities.user.tiers]
+free = ["burst"]
+pro = ["pro"]
+
+[[routes]]
+path = "^/api/search"
+methods = ["POST"]
+cost = 5
+policies = { ip = ["search"], user = ["search"] }
+"""
+
+
+@pytest.fixture
+def app(service_limiter: RateLimiter) -> ServiceApplication:
+    # The proxy in front is the service's peer, 127.0.0.1: its X-Forwarded-For is believed.
+    settings = Settings(jwt_secret=JWT_SECRET, trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),))
+    return make_app(settings, limiter=service_limiter, policies=parse_policies(POLICIES, "limits.toml"))
+
+
+def client_address() -> str:
+    return f"198.51.100.{uuid.uuid4().int % 254 + 1}"
+
+
+def nginx(address: str, method: str = "GET", uri: str = "/api/items", **more: str) -> dict[str, str]:
+    """What deploy/nginx's auth_request location sends: the original method and URI, and the client
+    address appended to X-Forwarded-For ($proxy_add_x_forwarded_for)."""
+    return {"X-Original-Method": method, "X-Original-URI": uri, "X-Forwarded-For": address, **more}
+
+
+class TestNginx:
+    @pytest.mark.gen_test
+    async def test_allowed_then_denied_with_the_headers(self, fetch: Fetch) -> None:
+        """3 tokens: three 200s with the rate-limit headers and no body, then a 429 with Retry-After,
+        the headers and the problem body."""
+        address = client_address()
+        answers = [await fetch("/check", headers=nginx(address)) for _ in range(4)]
+        assert [response.code for response in answers] == [200, 200, 200, 429]
+        assert answers[0].headers["RateLimit-Policy"] == '"burst";q=3;w=3000'
+        assert answers[2].headers["X-RateLimit-Remaining"] == "0" and answers[0].body == b""
+        denied = answers[3]
+        assert int(denied.headers["Retry-After"]) >= 1 and denied.headers["RateLimit"].startswith('"burst";r=0;')
+        assert json.loads(denied.body)["violated-policies"] == ["burst"]
+
+    @pytest.mark.gen_test
+    async def test_the_proxy_chooses_a_deny_status_it_can_map(self, fetch: Fetch) -> None:
+        """X-RateLimit-Deny-Status: 403 (nginx's auth_request denies on 401 and 403 only): the denial is a
+        403 with the same headers; a status it may not ask for (500) leaves 429."""
+        address = client_address()
+        for _ in range(3):
+            await fetch("/check", headers=nginx(address))
+        denied = await fetch("/check", headers=nginx(address, **{"X-RateLimit-Deny-Status": "403"}))
+        assert denied.code == 403 and int(denied.headers["Retry-After"]) >= 1 and "RateLimit" in denied.headers
+        refused = await fetch("/check", headers=nginx(address, **{"X-RateLimit-Deny-Status": "500"}))
+        assert refused.code == 429
+
+    @pytest.mark.gen_test
+    async def test_clients_are_told_apart_and_a_forged_address_changes_nothing(self, fetch: Fetch) -> None:
+        """Two clients behind the proxy have a limit each; a client that sends its own X-Forwarded-For
+        (nginx appends the real address after it) is still counted as itself."""
+        first, second = client_address(), client_address()
+        for _ in range(3):
+            await fetch("/check", headers=nginx(first))
+        assert (await fetch("/check", headers=nginx(second))).code == 200
+        forged = await fetch("/check", headers=nginx(f"{second}, {first}"))  # "I am second", says first
+        assert forged.code == 429
+
+    @pytest.mark.gen_test
+    async def test_the_route_table_applies_to_the_original_request(self, fetch: Fetch) -> None:
+        """POST /api/search?q=x costs 5 of search's 10; GET on it is not that route."""
+        address = client_address()
+        posts = [await fetch("/check", headers=nginx(address, "POST", "/api/search?q=x")) for _ in range(3)]
+        assert [response.code for response in posts] == [200, 200, 429]
+        assert posts[0].headers["RateLimit-Policy"] == '"search";q=10;w=10000'
+        assert (await fetch("/check", headers=nginx(address, "GET", "/api/search"))).headers[
+            "RateLimit-Policy"
+        ] == '"burst";q=3;w=3000'
+
+    @pytest.mark.gen_test
+    async def test_the_forwarded_token_makes_the_user_with_its_tier(self, fetch: Fetch) -> None:
+        """Authorization forwarded by the proxy: the user is counted, under its tier's policies."""
+        bearer = {"Authorization": f"Bearer {token(sub=f'u{uuid.uuid4().hex[:8]}', tier='pro')}"}
+        response = await fetch("/check", headers=nginx(client_address(), **bearer))
+        assert response.code == 200 and response.headers["RateLimit-Policy"] == '"pro";q=100;w=100000'
+
+
+class TestTraefikAndEnvoy:
+    @pytest.mark.gen_test
+    async def test_traefik_forward_auth_headers(self, fetch: Fetch) -> None:
+        """Traefik ForwardAuth sends X-Forwarded-Method, -Proto, -Host, -Uri and -For: the original
+        request is read from them."""
+        address = client_address()
+        headers = {
+            "X-Forwarded-Method": "POST",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "api.example.com",
+            "X-Forwarded-Uri": "/api/search?q=traefik",
+            "X-Forwarded-For": address,
+        }
+        response = await fetch("/check", headers=headers)
+        assert response.code == 200 and response.headers["X-RateLimit-Remaining"] == "5"
+
+    @pytest.mark.gen_test
+    async def test_envoy_ext_authz_appends_the_original_path(self, fetch: Fetch) -> None:
+        """Envoy's HTTP ext_authz asks path_prefix + the original path with the original method: POST
+        /check/api/search is the search route."""
+        response = await fetch(
+            "/check/api/search?q=envoy", method="POST", body="", headers={"X-Forwarded-For": client_address()}
+        )
+        assert response.code == 200 and response.headers["RateLimit-Policy"] == '"search";q=10;w=10000'
