@@ -20,6 +20,7 @@ run: install
 
 test: check
 	scripts/ensure-redis-server
+	scripts/ensure-nginx
 	$(BIN)/python -m pytest -q
 
 check: install-test
@@ -33,6 +34,7 @@ test-lowest:
 	.venv-lowest/bin/python -m pip install --quiet --upgrade pip
 	.venv-lowest/bin/python -m pip install --quiet -c constraints-lowest.txt -e '.[test]'
 	scripts/ensure-redis-server
+	scripts/ensure-nginx
 	.venv-lowest/bin/python -m pytest -q
 
 # Benchmarks (bench/): installs the peers, runs every measurement once and writes docs/BENCHMARKS.md.
