@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from tornado.httpclient import HTTPResponse
@@ -149,3 +151,33 @@ class TestTraefikAndEnvoy:
             "/check/api/search?q=envoy", method="POST", body="", headers={"X-Forwarded-For": client_address()}
         )
         assert response.code == 200 and response.headers["RateLimit-Policy"] == '"search";q=10;w=10000'
+
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+RATE_LIMIT_HEADER = re.compile(r"^(ratelimit|ratelimit-policy|x-ratelimit-.*|retry-after)$")
+
+
+def envoy_allows(name: str, section: str) -> bool:
+    """Whether envoy.yaml's ``section`` (allowed_client_headers or ..._on_success) lets ``name`` through."""
+    text = (DEPLOY / "envoy" / "envoy.yaml").read_text()
+    block = text.split(f"{section}:", 1)[1].split("allowed_client_headers", 1)[0].split("- name:", 1)[0]
+    patterns = re.findall(r"- (exact|prefix): (\S+)", block)
+    return any(name == value if kind == "exact" else name.startswith(value) for kind, value in patterns)
+
+
+@pytest.mark.gen_test
+async def test_the_proxy_configs_pass_on_every_header_the_limiter_sends(fetch: Fetch) -> None:
+    """Every rate-limit header of an allowed and of a denied /check answer is in Traefik's
+    authResponseHeaders (allowed) and in Envoy's client header lists (allowed and denied)."""
+    address = client_address()
+    answers = [await fetch("/check", headers=nginx(address)) for _ in range(4)]
+    allowed, denied = answers[0], answers[3]
+    assert (allowed.code, denied.code) == (200, 429)
+    traefik = (DEPLOY / "traefik" / "dynamic.yml").read_text().lower()
+    for response, section in ((allowed, "allowed_client_headers_on_success"), (denied, "allowed_client_headers")):
+        names = {name.lower() for name in response.headers if RATE_LIMIT_HEADER.match(name.lower())}
+        assert len(names) >= 5
+        for name in names:
+            assert envoy_allows(name, section), (section, name)
+            if response is allowed:
+                assert f'- "{name}"' in traefik, name
