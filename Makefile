@@ -41,4 +41,5 @@ test-lowest:
 bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	scripts/ensure-redis-server
+	scripts/ensure-nginx
 	$(BIN)/python -m bench

@@ -46,6 +46,7 @@ def measure(sections: list[str], settings: dict[str, Any], started: float) -> di
     from bench.http import run_http
     from bench.memory import run_memory
     from bench.profile import run_profile
+    from bench.proxy import run_proxy
 
     results: dict[str, Any] = {}
     redis = RedisProcess().start()
@@ -69,6 +70,8 @@ def measure(sections: list[str], settings: dict[str, Any], started: float) -> di
         if "http" in sections:
             log(started, "http")
             results["http"] = run_http(redis.url, settings["http_seconds"], settings["http_warmup"], flush)
+            log(started, "http: through nginx")
+            results["proxy"] = run_proxy(redis.url, settings["http_seconds"], settings["http_warmup"], flush)
         if "profile" in sections:
             log(started, "profile")
             flush()

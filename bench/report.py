@@ -363,6 +363,38 @@ def algorithms_section(results: dict[str, Any]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def proxy_section(results: dict[str, Any]) -> list[str]:
+    rows_in = results.get("proxy")
+    if not rows_in:
+        return []
+    settings = results["meta"]["settings"]
+    base = figure(results, ("proxy", "nginx_alone", "requests_per_s"))
+    rows = [
+        [row["label"], *error_cells(row, 4)]
+        if "error" in row
+        else [
+            row["label"],
+            number(row["requests_per_s"]),
+            number(row["p50_ms"], 2),
+            number(row["p99_ms"], 2),
+            ratio(row["requests_per_s"], base),
+        ]
+        for row in rows_in
+    ]
+    return [
+        "## In front of any service: through nginx",
+        "",
+        f"`wrk -t1 -c64 -d{settings['http_seconds']:g}s --latency` after a {settings['http_warmup']:g} s warm-up:",
+        "nginx (deploy/nginx/nginx.conf, its ports substituted) in front of bench/apps.py's bare Tornado, with the",
+        "auth_request line removed for the first row; the service on the bench's Redis decides, every request",
+        "allowed; the last row loads /check itself with the headers nginx sends. nginx, the application, the",
+        f"limiter, redis-server and wrk share {results['meta']['cores']} cores.",
+        "",
+        *table(["setup", "req/s", "p50 ms", "p99 ms", "vs nginx alone"], rows),
+        "",
+    ]
+
+
 def memory_section(results: dict[str, Any]) -> list[str]:
     rows_in = results.get("memory")
     if not rows_in:
@@ -468,6 +500,7 @@ def render(results: dict[str, Any]) -> str:
         library_section(results),
         algorithms_section(results),
         http_section(results),
+        proxy_section(results),
         memory_section(results),
         profile_section(results),
         environment_section(results),
