@@ -15,8 +15,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tornado_rate_limiter.limiter.algorithms import BY_NAME, AnyPolicy, algorithm_for
-from tornado_rate_limiter.limiter.policies.model import ENFORCE, SHADOW, IPNetwork, PolicySet, Route
+from tornado_rate_limiter.limiter.algorithms import BY_NAME, AnyPolicy
+from tornado_rate_limiter.limiter.policies.model import (
+    ENFORCE,
+    SHADOW,
+    IPNetwork,
+    PolicySet,
+    Route,
+    cost_overruns,
+)
 
 _TOP_KEYS = {"policies", "identities", "routes", "exempt"}
 
@@ -193,7 +200,11 @@ def _parse(raw: bytes, name: str) -> PolicySet:
 
     routes = tuple(_route(reader, index, spec, policies) for index, spec in enumerate(_routes(reader, document)))
     exempt = reader.table(document.get("exempt", {}), ["exempt"], {"networks", "users"})
-    _check_costs(reader, policies, ip_policies, user_policies, tiers, routes)  # first: its errors name the line
+    # Before PolicySet checks the same, so that the error names the line.
+    overrun = next(cost_overruns(policies, ip_policies, user_policies, tiers, routes), None)
+    if overrun is not None:
+        where, name, cost, quota = overrun
+        raise reader.fail(where, f"{cost:g} is more than policy {name!r} ever admits at once ({quota:g})")
     return PolicySet(
         policies=policies,
         modes=modes,
@@ -237,41 +248,6 @@ def _route(reader: _Reader, index: int, spec: object, policies: Mapping[str, Any
     if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 < cost <= 1e300:
         raise reader.fail([*path, "cost"], f"must be a number > 0 and at most 1e300, got {str(cost)[:40]}")
     return Route(compiled, frozenset(methods) if methods else None, float(cost), chosen)
-
-
-def _check_costs(
-    reader: _Reader,
-    policies: Mapping[str, AnyPolicy],
-    ip_policies: tuple[str, ...],
-    user_policies: tuple[str, ...],
-    tiers: Mapping[str, tuple[str, ...]],
-    routes: Sequence[Route],
-) -> None:
-    """Every policy must admit the cost it may be charged: 1 for the identities' lists (every tier's), and
-    a route's cost for each list it may be charged to (its own for an identity, else the identity's)."""
-    Where = list[str | int]
-    ip_lists: list[tuple[Where, tuple[str, ...]]] = [(["identities", "ip", "policies"], ip_policies)]
-    user_lists: list[tuple[Where, tuple[str, ...]]] = [(["identities", "user", "policies"], user_policies)]
-    user_lists += [(["identities", "user", "tiers", tier], names) for tier, names in tiers.items()]
-    lists = {"ip": ip_lists, "user": user_lists}
-    for kind_lists in lists.values():
-        for path, names in kind_lists:
-            _check_cost(reader, policies, path, names, 1.0)
-    for index, route in enumerate(routes):
-        for kind, kind_lists in lists.items():
-            for names in [route.policies[kind]] if kind in route.policies else [names for _, names in kind_lists]:
-                _check_cost(reader, policies, ["routes", index, "cost"], names, route.cost)
-
-
-def _check_cost(
-    reader: _Reader, policies: Mapping[str, AnyPolicy], path: list[str | int], names: tuple[str, ...], cost: float
-) -> None:
-    for name in names:
-        policy = policies[name]
-        quota = algorithm_for(policy).quota(policy)
-        if cost > quota:
-            message = f"{cost:g} is more than policy {name!r} ever admits at once ({quota:g})"
-            raise reader.fail(path, message)
 
 
 def _networks(reader: _Reader, value: object) -> tuple[IPNetwork, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
@@ -51,6 +51,40 @@ class Limits:
     cost: float
     enforced: tuple[AnyPolicy, ...]
     shadow: tuple[AnyPolicy, ...] = ()
+
+
+FieldPath = tuple[str | int, ...]  # where in a policy file: ("identities", "ip", "policies"), ("routes", 0, "cost")
+
+
+def cost_overruns(
+    policies: Mapping[str, AnyPolicy],
+    ip_policies: tuple[str, ...],
+    user_policies: tuple[str, ...],
+    tiers: Mapping[str, tuple[str, ...]],
+    routes: Sequence[Route],
+    kind_policies: Mapping[str, tuple[AnyPolicy, ...]] | None = None,
+) -> Iterator[tuple[FieldPath, str, float, float]]:
+    """Every (where, policy name, cost, quota) where a policy may be charged more than it ever admits at
+    once: 1 on the identities' lists (every tier's) and on ``kind_policies``; a route's cost on its own
+    list for an identity kind, else on that kind's lists. ``where`` is the policy file's field."""
+    ip_lists: list[tuple[FieldPath, tuple[str, ...]]] = [(("identities", "ip", "policies"), ip_policies)]
+    user_lists: list[tuple[FieldPath, tuple[str, ...]]] = [(("identities", "user", "policies"), user_policies)]
+    user_lists += [(("identities", "user", "tiers", tier), names) for tier, names in tiers.items()]
+    charged = [(where, names, 1.0) for where, names in ip_lists + user_lists]
+    for index, route in enumerate(routes):
+        for kind, kind_lists in (("ip", ip_lists), ("user", user_lists)):
+            lists = [route.policies[kind]] if kind in route.policies else [names for _, names in kind_lists]
+            charged += [(("routes", index, "cost"), names, route.cost) for names in lists]
+    by_name = dict(policies)
+    for kind, kind_list in (kind_policies or {}).items():
+        by_name.update((policy.name, policy) for policy in kind_list)
+        charged.append((("kind_policies", kind), tuple(policy.name for policy in kind_list), 1.0))
+    for where, names, cost in charged:
+        for name in names:
+            policy = by_name[name]
+            quota = algorithm_for(policy).quota(policy)
+            if cost > quota:
+                yield where, name, cost, quota
 
 
 @dataclass(frozen=True)
@@ -98,30 +132,17 @@ class PolicySet:
         if self.tiers and self.default_tier not in self.tiers:
             message = f"default_tier {self.default_tier!r} is not one of the tiers"
             raise ValueError(message)
-        self._check_costs(lists)
-
-    def _check_costs(self, lists: Mapping[str, tuple[str, ...]]) -> None:
-        """Each policy admits the cost it may be charged: 1 on the identities' lists, a route's on its own
-        lists or, for a kind it gives none, on that kind's (the policy file's loader says the same with
-        the line)."""
-        charged = [(where, names, 1.0) for where, names in lists.items() if not where.startswith("routes")]
-        charged += [(f"{kind!r} policies", tuple(p.name for p in ps), 1.0) for kind, ps in self.kind_policies.items()]
-        for number, route in enumerate(self.routes):
-            own = route.policies
-            for kind, names in (("ip", self.ip_policies), ("user", self.user_policies)):
-                charged.append((f"routes[{number}]", own.get(kind, names), route.cost))
-            if "user" not in own:
-                charged += [(f"routes[{number}]", names, route.cost) for names in self.tiers.values()]
-        by_name = {**self.policies, **{p.name: p for ps in self.kind_policies.values() for p in ps}}
-        for where, names, cost in charged:
-            for name in names:
-                policy = by_name[name]
-                quota = algorithm_for(policy).quota(policy)
-                if cost > quota:
-                    message = (
-                        f"{where}: a cost of {cost:g} is more than policy {name!r} ever admits at once ({quota:g})"
-                    )
-                    raise ValueError(message)
+        overrun = next(
+            cost_overruns(
+                self.policies, self.ip_policies, self.user_policies, self.tiers, self.routes, self.kind_policies
+            ),
+            None,
+        )
+        if overrun is not None:
+            field_path, name, cost, quota = overrun
+            where_text = ".".join(str(part) for part in field_path)
+            message = f"{where_text}: a cost of {cost:g} is more than policy {name!r} ever admits at once ({quota:g})"
+            raise ValueError(message)
 
     @classmethod
     def from_kinds(cls, policies: Mapping[str, AnyPolicy | None]) -> PolicySet:
