@@ -39,6 +39,7 @@ from bench.library import (
     attempt,
     limits_redis,
     local_batch,
+    ours_redis_deciding,
     ours_redis_with,
     time_batches,
     time_callers,
@@ -151,26 +152,13 @@ SCRIPT_CALLS_SAMPLE = 2000  # requests whose script calls are counted in Redis's
 
 def several_limits_peer(policies: Sequence[AnyPolicy] | None) -> RedisPeer:
     """A request per key: ``acquire`` of the token bucket (None), or ``acquire_all`` of ``policies``."""
+    if policies is None:
+        return ours_redis_with(OURS["token_bucket"])
 
-    @asynccontextmanager
-    async def peer(url: str) -> AsyncIterator[AsyncBatch]:
-        backend = RedisBackend.from_url(url, timeout=REDIS_TIMEOUT)
+    async def decide(backend: RedisBackend, key: str) -> bool:
+        return (await backend.acquire_all([Charge(key, policy) for policy in policies])).allowed
 
-        async def batch(keys: Sequence[str]) -> int:
-            allowed = 0
-            for key in keys:
-                if policies is None:
-                    allowed += (await backend.acquire(key, OURS["token_bucket"])).allowed
-                else:
-                    allowed += (await backend.acquire_all([Charge(key, policy) for policy in policies])).allowed
-            return allowed
-
-        try:
-            yield batch
-        finally:
-            await backend.close()
-
-    return peer
+    return ours_redis_deciding(decide)
 
 
 async def script_calls_per_request(url: str, peer: RedisPeer) -> tuple[float, float]:

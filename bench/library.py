@@ -302,8 +302,8 @@ async def time_callers(batch: AsyncBatch, callers: int, size: int, seconds: floa
     return [await run(seconds / REPEATS) for _ in range(REPEATS)]
 
 
-def ours_redis_with(policy: AnyPolicy) -> RedisPeer:
-    """RedisBackend.acquire under ``policy``, once per key."""
+def ours_redis_deciding(decide: Callable[[RedisBackend, str], Awaitable[bool]]) -> RedisPeer:
+    """A RedisBackend of its own per run, asked ``decide(backend, key)`` once per key."""
 
     @asynccontextmanager
     async def peer(url: str) -> AsyncIterator[AsyncBatch]:
@@ -312,7 +312,7 @@ def ours_redis_with(policy: AnyPolicy) -> RedisPeer:
         async def batch(keys: Sequence[str]) -> int:
             allowed = 0
             for key in keys:
-                allowed += (await backend.acquire(key, policy)).allowed
+                allowed += await decide(backend, key)
             return allowed
 
         try:
@@ -321,6 +321,15 @@ def ours_redis_with(policy: AnyPolicy) -> RedisPeer:
             await backend.close()
 
     return peer
+
+
+def ours_redis_with(policy: AnyPolicy) -> RedisPeer:
+    """RedisBackend.acquire under ``policy``, once per key."""
+
+    async def decide(backend: RedisBackend, key: str) -> bool:
+        return (await backend.acquire(key, policy)).allowed
+
+    return ours_redis_deciding(decide)
 
 
 ours_redis = ours_redis_with(Policy(HIGH, HIGH, name="bench"))
