@@ -106,6 +106,7 @@ async def serve(
         watch.cancel()
     in_flight = max(application.in_flight, server.busy_connections())
     log.info("stopping: no new connections; finishing %d request(s) in flight", in_flight)
+    application.draining = True
     server.stop()
     await drain(application, server, time.monotonic() + DRAIN_SECONDS)
     server.close_sweeper()

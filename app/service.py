@@ -16,8 +16,10 @@ from tornado_rate_limiter.handlers.forward_auth import CHECK_PATH, ForwardAuthHa
 from tornado_rate_limiter.handlers.service import (
     EchoHandler,
     HealthHandler,
+    LivenessHandler,
     MetricsHandler,
     NotFoundHandler,
+    ReadinessHandler,
     WhoAmIHandler,
 )
 from tornado_rate_limiter.limiter import CircuitBreaker, LimiterMetrics, LocalBackend, RateLimiter, RedisBackend
@@ -116,6 +118,7 @@ class ServiceApplication(tornado.web.Application):
     """An Application that counts requests in flight, so a shutdown can wait for them to finish."""
 
     in_flight = 0
+    draining = False  # set on SIGTERM: /readyz answers 503 from then on
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -142,8 +145,8 @@ def make_app(
     demo_routes: bool = False,
     **tornado_settings: Any,
 ) -> ServiceApplication:
-    """An application with /health, /metrics, /check (the decision endpoint for proxies) and ``routes`` of
-    your own, its limiter built from ``settings``.
+    """An application with /health, /livez, /readyz, /metrics, /check (the decision endpoint for proxies)
+    and ``routes`` of your own, its limiter built from ``settings``.
 
     ``demo_routes=True`` adds the service's /api/whoami and /api/echo[/...] (the service asks for them);
     ``limiter`` and ``policies`` override what the settings build (tests pass their own);
@@ -151,6 +154,8 @@ def make_app(
     """
     service_routes: list[Any] = [
         (r"/health", HealthHandler),
+        (r"/livez", LivenessHandler),
+        (r"/readyz", ReadinessHandler),
         (r"/metrics", MetricsHandler),
         (rf"{CHECK_PATH}(?:/.*)?", ForwardAuthHandler),
     ]

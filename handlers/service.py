@@ -1,4 +1,4 @@
-"""The service's own routes: /health and /metrics (never limited) and the rate-limited demo API."""
+"""The service's own routes: /health, the probes and /metrics (never limited) and the rate-limited demo API."""
 
 from __future__ import annotations
 
@@ -32,6 +32,30 @@ class HealthHandler(_JSONErrors):
         config = rate_limit_config_of(self)
         self.set_header("Cache-Control", "no-store")
         self.write({"status": "ok", **config.limiter.health()})
+
+
+class LivenessHandler(_JSONErrors):
+    """GET /livez: 200 whenever the event loop gets to answer. It asks nothing of Redis or the
+    configuration: restarting a process cannot mend either, and a Redis outage must not restart every pod."""
+
+    def get(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.write({"status": "ok"})
+
+
+class ReadinessHandler(_JSONErrors):
+    """GET /readyz: 200 while the process takes new requests, degraded included (fail-open still serves,
+    and taking every replica out of the load balancer during a Redis outage would stop all traffic);
+    503 once it drains for a shutdown (SIGTERM), so a balancer polling it stops sending any."""
+
+    def get(self) -> None:
+        config = rate_limit_config_of(self)  # the configuration is loaded: the application is built on it
+        self.set_header("Cache-Control", "no-store")
+        if getattr(self.application, "draining", False):
+            self.set_status(503)
+            self.write({"status": "draining"})
+            return
+        self.write({"status": "ready", "degraded": config.limiter.health()["degraded"]})
 
 
 class MetricsHandler(_JSONErrors):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import subprocess
@@ -98,3 +99,28 @@ class TestSigterm:
         assert local_service.wait(timeout=25) == 0
         assert time.monotonic() - started < 10
         assert "stopped" in local_service.log()
+
+    def test_readyz_answers_503_during_the_drain_while_livez_answers_200(self, local_service: ServiceProcess) -> None:
+        """A balancer polling /readyz on a kept-alive connection sees 200 before SIGTERM and 503 during the
+        drain (a request still in flight keeps the process draining); /livez stays 200 throughout."""
+        in_flight = socket.create_connection(("127.0.0.1", local_service.port))
+        in_flight.sendall(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+        balancer = http.client.HTTPConnection("127.0.0.1", local_service.port, timeout=5)
+
+        def probe(path: str) -> tuple[int, dict[str, object]]:
+            balancer.request("GET", path)
+            response = balancer.getresponse()
+            return response.status, json.loads(response.read())
+
+        assert probe("/readyz") == (200, {"status": "ready", "degraded": False})
+        local_service.terminate()
+        deadline = time.monotonic() + 5
+        while probe("/readyz")[0] == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert probe("/readyz") == (503, {"status": "draining"})
+        assert probe("/livez") == (200, {"status": "ok"})
+        in_flight.sendall(b"world")
+        assert in_flight.recv(65536).startswith(b"HTTP/1.1 200")
+        in_flight.close()
+        balancer.close()
+        assert local_service.wait(timeout=25) == 0

@@ -116,6 +116,38 @@ class TestHealthAndMetrics:
         assert health == expected
 
     @pytest.mark.gen_test
+    async def test_probes_are_never_limited_and_say_ok_and_ready(self, fetch: Fetch) -> None:
+        """/livez says ok and /readyz ready (not degraded) however often they are asked, never limited."""
+        for _ in range(10):
+            livez, readyz = await fetch("/livez"), await fetch("/readyz")
+            assert (livez.code, readyz.code) == (200, 200)
+            assert json.loads(livez.body) == {"status": "ok"}
+            assert json.loads(readyz.body) == {"status": "ready", "degraded": False}
+            assert "X-RateLimit-Limit" not in livez.headers and "X-RateLimit-Limit" not in readyz.headers
+
+    @pytest.mark.gen_test
+    async def test_readyz_stays_ready_while_degraded(self, fetch: Fetch, service_limiter: RateLimiter) -> None:
+        """With the breaker open (Redis taken for down), /readyz is still 200 and says degraded: fail-open
+        keeps serving, so the balancer must keep the replica; /livez is unaffected."""
+        if service_limiter.backend_name != "redis":
+            pytest.skip("only a Redis backend degrades")
+        service_limiter.breaker.trip()
+        readyz = await fetch("/readyz")
+        assert readyz.code == 200
+        assert json.loads(readyz.body) == {"status": "ready", "degraded": True}
+        assert (await fetch("/livez")).code == 200
+
+    @pytest.mark.gen_test
+    async def test_readyz_answers_503_while_draining(self, fetch: Fetch, app: ServiceApplication) -> None:
+        """Once a shutdown drains the process (SIGTERM sets draining), /readyz says 503 draining; /livez
+        and /health still answer 200 (the process is alive, finishing requests)."""
+        app.draining = True
+        readyz = await fetch("/readyz")
+        assert readyz.code == 503
+        assert json.loads(readyz.body) == {"status": "draining"}
+        assert (await fetch("/livez")).code == 200 and (await fetch("/health")).code == 200
+
+    @pytest.mark.gen_test
     async def test_metrics_count_allowed_and_blocked_per_identity_kind(self, fetch: Fetch) -> None:
         """After 3 allowed and 2 blocked anonymous requests, the counters say exactly that."""
         for _ in range(5):
