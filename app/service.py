@@ -9,6 +9,7 @@ from typing import Any
 
 import tornado.httputil
 import tornado.web
+from prometheus_client import PlatformCollector, ProcessCollector
 
 from tornado_rate_limiter.app.settings import Settings
 from tornado_rate_limiter.handlers import SETTINGS_KEY, ClientAddressResolver, RateLimitConfig
@@ -39,12 +40,16 @@ def build_limiter(settings: Settings) -> RateLimiter:
         primary = RedisBackend.from_url(
             settings.redis_url, timeout=settings.redis_timeout, verify_tls=settings.redis_tls_verify
         )
+    metrics = LimiterMetrics()
+    # The service is the process: its CPU, memory, descriptors and start time go beside the limiter's.
+    ProcessCollector(registry=metrics.registry)
+    PlatformCollector(registry=metrics.registry)
     return RateLimiter(
         primary,
         failure_strategy=settings.failure_strategy,
         fallback_share=settings.fallback_share,
         breaker=CircuitBreaker(settings.breaker_config),
-        metrics=LimiterMetrics(),
+        metrics=metrics,
     )
 
 

@@ -67,6 +67,8 @@ class RateLimiter:
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self.metrics = metrics if metrics is not None else LimiterMetrics()
         self.metrics.watch_breaker(self.breaker)
+        if isinstance(primary, RedisBackend):
+            self.metrics.watch_denial_cache(primary.over_limit)
         self._scaled_policies: dict[AnyPolicy, AnyPolicy] = {}
         self._last_error_logged = -_ERROR_LOG_INTERVAL
         self._primary_failing = False

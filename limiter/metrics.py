@@ -77,6 +77,8 @@ class LimiterMetrics:
         )
         self._by_policy: dict[tuple[str, str], Callable[[], None]] = {}
         self._configuration: _ConfigurationCollector | None = None
+        self._denial_cache = _DenialCacheCollector()
+        self.registry.register(self._denial_cache)
         # One child per kind, made once (labels() takes a lock and a lookup); zeros are exported from the
         # start, so rates and alerts have a series.
         self._counted = {
@@ -107,6 +109,11 @@ class LimiterMetrics:
                 "application a RateLimiter of its own to see both)"
             )
         self._configuration.source = source
+
+    def watch_denial_cache(self, cache: DenialCache) -> None:
+        """Export ``cache``'s hits and size, read at each scrape (zeros until one is given: the local
+        backend has none)."""
+        self._denial_cache.cache = cache
 
     def watch_breaker(self, breaker: CircuitBreaker) -> None:
         """Report ``breaker``'s state, read at each scrape."""
@@ -165,3 +172,32 @@ class _ConfigurationCollector(Collector):
         )
         info.add_metric([self.source.sha256], 1)
         yield info
+
+
+class DenialCache(Protocol):
+    """What the denial-cache metrics read (an OverLimitCache)."""
+
+    hits: int
+
+    def __len__(self) -> int: ...
+
+
+class _DenialCacheCollector(Collector):
+    """``rate_limit_denial_cache_hits_total`` and ``rate_limit_denial_cache_keys``, read at scrape."""
+
+    def __init__(self) -> None:
+        self.cache: DenialCache | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        cache = self.cache
+        yield CounterMetricFamily(
+            "rate_limit_denial_cache_hits",
+            "Denials answered from the denials Redis gave before (the key is known to be over its limit), "
+            "without a round trip.",
+            value=cache.hits if cache is not None else 0,
+        )
+        yield GaugeMetricFamily(
+            "rate_limit_denial_cache_keys",
+            "Keys remembered as over their limit (bounded; the least recently denied is forgotten first).",
+            value=len(cache) if cache is not None else 0,
+        )

@@ -46,6 +46,7 @@ class OverLimitCache:
         self.max_keys = max_keys
         self._clock = clock
         self._denials: OrderedDict[str, _Denial] = OrderedDict()
+        self.hits = 0  # denials answered from here, without a round trip (a plain int: read at scrape)
 
     def __len__(self) -> int:
         return len(self._denials)
@@ -66,6 +67,7 @@ class OverLimitCache:
         if decision is None:  # Redis may allow: ask it (an allowed answer forgets the key)
             return None
         self._denials.move_to_end(redis_key)  # a key denied again and again stays in
+        self.hits += 1
         return decision
 
     def remember(self, redis_key: str, policy: AnyPolicy, state: Any, redis_now: float, asked_at: float) -> None:

@@ -12,10 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import HTTPResponse
 
 from tornado_rate_limiter.app import ServiceApplication, Settings
+from tornado_rate_limiter.app.service import build_limiter
 from tornado_rate_limiter.handlers import RateLimitedHandler
 from tornado_rate_limiter.handlers.headers import QUOTA_EXCEEDED
 from tornado_rate_limiter.limiter import RateLimiter
@@ -159,6 +161,26 @@ class TestHealthAndMetrics:
         assert metric(text, "rate_limit_degraded_total") == 0
         assert metric(text, "rate_limit_errors_total") == 0
         assert metric(text, "rate_limit_decision_seconds_count") == 5
+
+    @pytest.mark.gen_test
+    async def test_metrics_count_denial_cache_hits(self, fetch: Fetch, service_limiter: RateLimiter) -> None:
+        """Capacity 3, six requests: Redis denies the 4th and the cache answers the 5th and 6th (2 hits, 1
+        key); the local backend has no cache and exports zeros."""
+        for _ in range(6):
+            await fetch("/api/whoami")
+        text = (await fetch("/metrics")).body.decode()
+        on_redis = service_limiter.backend_name == "redis"
+        assert metric(text, "rate_limit_denial_cache_hits_total") == (2 if on_redis else 0)
+        assert metric(text, "rate_limit_denial_cache_keys") == (1 if on_redis else 0)
+
+    def test_the_service_limiter_exports_the_process_and_python_info(self, service_settings: Settings) -> None:
+        """The limiter the service builds exports the process's CPU, memory and start time (the dashboard's
+        process health) and python_info beside its own metrics."""
+        text = generate_latest(build_limiter(service_settings).metrics.registry).decode()
+        assert metric(text, "process_cpu_seconds_total") > 0
+        assert metric(text, "process_resident_memory_bytes") > 0
+        assert metric(text, "process_start_time_seconds") > 0
+        assert "python_info{" in text
 
     @pytest.mark.gen_test
     async def test_metric_labels_never_carry_an_address(self, fetch: Fetch) -> None:
