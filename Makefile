@@ -21,6 +21,7 @@ run: install
 test: check
 	scripts/ensure-redis-server
 	scripts/ensure-nginx
+	scripts/ensure-prometheus
 	$(BIN)/python -m pytest -q
 
 check: install-test
@@ -35,6 +36,7 @@ test-lowest:
 	.venv-lowest/bin/python -m pip install --quiet -c constraints-lowest.txt -e '.[test]'
 	scripts/ensure-redis-server
 	scripts/ensure-nginx
+	scripts/ensure-prometheus
 	.venv-lowest/bin/python -m pytest -q
 
 # Benchmarks (bench/): installs the peers, runs every measurement once and writes docs/BENCHMARKS.md.

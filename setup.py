@@ -57,6 +57,9 @@ setup(
             "hypothesis>=6.100",
             "setuptools>=61",  # the wheel test builds the package without network
             "wheel",
+            # deploy/: the Kubernetes manifests are validated against the API schemas it ships (strict),
+            # and it brings PyYAML, which reads the Prometheus, Grafana and compose files.
+            "kubernetes-validate>=1.30",
         ],
         "dev": ["mypy==2.4.1", "ruff==0.17.6"],  # pinned: `make check` must not change with a release
         # `make bench` (bench/): peers to compare with, pinned so figures compare across runs. limits has

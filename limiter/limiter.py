@@ -69,6 +69,7 @@ class RateLimiter:
         self.metrics.watch_breaker(self.breaker)
         if isinstance(primary, RedisBackend):
             self.metrics.watch_denial_cache(primary.over_limit)
+            self.metrics.redis_timeout.set(primary.timeout)
         self._scaled_policies: dict[AnyPolicy, AnyPolicy] = {}
         self._last_error_logged = -_ERROR_LOG_INTERVAL
         self._primary_failing = False

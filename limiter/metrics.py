@@ -59,6 +59,12 @@ class LimiterMetrics:
             registry=self.registry,
         )
         self.redis_evicts_keys.set(-1)
+        self.redis_timeout = Gauge(
+            "rate_limit_redis_timeout_seconds",
+            "The deadline of one decision on Redis (RATE_LIMIT_REDIS_TIMEOUT); 0 on the local backend. An "
+            "alert compares the decision p99 with it.",
+            registry=self.registry,
+        )
         self.policy_decisions = Counter(
             "rate_limit_policy_decisions",
             "What each policy found for a request: allowed, blocked (enforced, it denied) or shadow_blocked "

@@ -172,6 +172,7 @@ class TestHealthAndMetrics:
         on_redis = service_limiter.backend_name == "redis"
         assert metric(text, "rate_limit_denial_cache_hits_total") == (2 if on_redis else 0)
         assert metric(text, "rate_limit_denial_cache_keys") == (1 if on_redis else 0)
+        assert metric(text, "rate_limit_redis_timeout_seconds") == (2.0 if on_redis else 0)  # the fixture's
 
     def test_the_service_limiter_exports_the_process_and_python_info(self, service_settings: Settings) -> None:
         """The limiter the service builds exports the process's CPU, memory and start time (the dashboard's
