@@ -44,4 +44,5 @@ bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	scripts/ensure-redis-server
 	scripts/ensure-nginx
+	scripts/ensure-wrk
 	$(BIN)/python -m bench

@@ -1,10 +1,12 @@
-"""The servers the service is compared with over HTTP: `python -m bench.apps bare|limits|ours`.
+"""The servers the service is compared with over HTTP: `python -m bench.apps <kind>`, one of KINDS.
 
-bare: Tornado's hello world, the ceiling for any handler. limits: the same app whose prepare() checks a
-limit with the `limits` package (async moving window on $REDIS_URL, keyed by the remote address) and
-answers 429 when it is denied. ours: the same hello world as a RateLimitedHandler of this project, as a
-library user mounts it (a plain tornado Application, the limit on $REDIS_URL or, unset, in memory): the
-same response as bare's, plus the rate-limit headers. All read PORT, HOST, REDIS_URL and
+bare: Tornado's hello world, the ceiling for any handler. bare_headers: the same, also setting the five
+rate-limit headers ours sends, with fixed values (what the headers alone cost). limits: the same app whose
+prepare() checks a limit with the `limits` package (async moving window on $REDIS_URL, keyed by the remote
+address) and answers 429 when it is denied. throttled: likewise with throttled-py's Redis token bucket.
+ours: the same hello world as a RateLimitedHandler of this project, as a library user mounts it (a plain
+tornado Application, the limit on $REDIS_URL or, unset, in memory): the same response as bare's, plus the
+rate-limit headers. All read PORT, HOST, REDIS_URL and
 RATE_LIMIT_CAPACITY (per second).
 Both log server errors (5xx) only, as the service does with ACCESS_LOG=errors (the benchmark sets it):
 the comparison measures the limiter, not the access log.
@@ -20,6 +22,7 @@ import sys
 import limits
 import limits.aio.storage
 import limits.aio.strategies
+import throttled.asyncio
 import tornado.web
 
 from tornado_rate_limiter.handlers import RateLimitConfig, RateLimitedHandler
@@ -34,6 +37,24 @@ class HelloHandler(tornado.web.RequestHandler):
 class HealthHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         self.write("ok")
+
+
+class HeadersHelloHandler(HelloHandler):
+    def get(self) -> None:
+        self.set_header("RateLimit-Policy", '"ip";q=1000000000;w=1')
+        self.set_header("RateLimit", '"ip";r=999999999;t=0')
+        self.set_header("X-RateLimit-Limit", "1000000000")
+        self.set_header("X-RateLimit-Remaining", "999999999")
+        self.set_header("X-RateLimit-Reset", "0")
+        self.write("Hello, world")
+
+
+class ThrottledHelloHandler(HelloHandler):
+    async def prepare(self) -> None:
+        limiter: throttled.asyncio.Throttled = self.settings["limiter"]
+        if (await limiter.limit(self.request.remote_ip or "unknown", cost=1)).limited:
+            self.set_status(429)
+            self.finish("Too Many Requests")
 
 
 class LimitedHelloHandler(HelloHandler):
@@ -55,9 +76,20 @@ class Application(tornado.web.Application):
             super().log_request(handler)
 
 
+KINDS = ("bare", "bare_headers", "ours", "limits", "throttled")
+
+
 def make_app(kind: str) -> Application:
     if kind == "bare":
         return Application([(r"/", HelloHandler), (r"/health", HealthHandler)])
+    if kind == "bare_headers":
+        return Application([(r"/", HeadersHelloHandler), (r"/health", HealthHandler)])
+    if kind == "throttled":
+        high = int(os.environ.get("RATE_LIMIT_CAPACITY", "60"))
+        store = throttled.asyncio.store.RedisStore(server=os.environ["REDIS_URL"], options={})
+        quota = throttled.asyncio.rate_limiter.per_sec(high, burst=high)
+        limiter = throttled.asyncio.Throttled(using="token_bucket", quota=quota, store=store)
+        return Application([(r"/", ThrottledHelloHandler), (r"/health", HealthHandler)], limiter=limiter)
     if kind == "ours":
         capacity = float(os.environ.get("RATE_LIMIT_CAPACITY", "60"))
         redis_url = os.environ.get("REDIS_URL")
@@ -79,7 +111,7 @@ async def main(kind: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in ("bare", "limits", "ours"):
-        sys.exit("usage: python -m bench.apps bare|limits|ours")
+    if len(sys.argv) != 2 or sys.argv[1] not in KINDS:
+        sys.exit(f"usage: python -m bench.apps {'|'.join(KINDS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(main(sys.argv[1]))

@@ -130,10 +130,10 @@ def parse_wrk(output: str) -> Row:
     }
 
 
-def run_wrk(url: str, seconds: float, headers: dict[str, str] | None = None) -> Row:
+def run_wrk(url: str, seconds: float, headers: dict[str, str] | None = None, connections: int = CONNECTIONS) -> Row:
     seconds = max(1, round(seconds))  # wrk takes whole seconds
     extra = [option for name, value in (headers or {}).items() for option in ("-H", f"{name}: {value}")]
-    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", *extra, url]
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url]
     output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     return parse_wrk(output)
 

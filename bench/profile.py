@@ -29,7 +29,7 @@ from tests.service_process import ServiceProcess
 ROOT = Path(__file__).resolve().parent.parent
 STDLIB = sysconfig.get_paths()["stdlib"]
 SAMPLES_PER_SECOND = 250
-TOP = 15
+TOP = int(os.environ.get("PROFILE_TOP", "15"))
 TRUNK_SHARE = 0.95
 
 
