@@ -7,11 +7,14 @@ never a key, an address or a user id.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import math
+import time
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tornado_rate_limiter.limiter.breaker import BreakerState, CircuitBreaker
@@ -31,22 +34,7 @@ class LimiterMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.allowed = Counter(
-            "rate_limit_allowed", "Requests the limiter allowed.", ["identity"], registry=self.registry
-        )
-        self.blocked = Counter(
-            "rate_limit_blocked", "Requests the limiter denied (answered 429).", ["identity"], registry=self.registry
-        )
-        self.degraded = Counter(
-            "rate_limit_degraded", "Decisions made without the primary backend (Redis).", registry=self.registry
-        )
         self.errors = Counter("rate_limit_errors", "Errors from the primary backend (Redis).", registry=self.registry)
-        self.latency = Histogram(
-            "rate_limit_decision_seconds",
-            "Time to reach a decision, fallback included.",
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
         self.breaker_state = Gauge(
             "rate_limit_breaker_state",
             "The Redis circuit breaker: 0 closed, 1 half-open (probing), 2 open (not calling Redis).",
@@ -65,43 +53,32 @@ class LimiterMetrics:
             "alert compares the decision p99 with it.",
             registry=self.registry,
         )
-        self.policy_decisions = Counter(
-            "rate_limit_policy_decisions",
-            "What each policy found for a request: allowed, blocked (enforced, it denied) or shadow_blocked "
-            "(a shadow policy that would have denied).",
-            ["policy", "outcome"],
-            registry=self.registry,
-        )
-        self.shadow_blocked = Counter(
-            "rate_limit_shadow_blocked",
-            "Requests a shadow policy would have denied (it never changes the answer).",
-            ["policy"],
-            registry=self.registry,
-        )
         self.exempt = Counter(
             "rate_limit_exempt", "Requests not limited: from an exempt network or user.", registry=self.registry
         )
-        self._by_policy: dict[tuple[str, str], Callable[[], None]] = {}
+        # Decisions are counted in plain ints, read at scrape by _DecisionCollector: a prometheus_client
+        # Counter takes a lock per increment and a Histogram two, which cost more than the decision.
+        # Zeros for every kind are exported from the start, so rates and alerts have a series.
+        self.decisions: dict[tuple[str, bool], int] = {
+            (kind, allowed): 0 for kind in IDENTITY_KINDS for allowed in (True, False)
+        }
+        self.policy_outcomes: dict[tuple[str, str], int] = {}
+        self.degraded_decisions = 0
+        self.latency_counts = [0] * (len(_LATENCY_BUCKETS) + 1)  # per bucket, not cumulative; the last is +Inf
+        self.latency_sum = 0.0
+        self.registry.register(_DecisionCollector(self))
         self._configuration: _ConfigurationCollector | None = None
         self._denial_cache = _DenialCacheCollector()
         self.registry.register(self._denial_cache)
-        # One child per kind, made once (labels() takes a lock and a lookup); zeros are exported from the
-        # start, so rates and alerts have a series.
-        self._counted = {
-            (kind, allowed): (self.allowed if allowed else self.blocked).labels(kind)
-            for kind in IDENTITY_KINDS
-            for allowed in (True, False)
-        }
 
     def count_policy(self, policy: str, outcome: str) -> None:
         """Record what ``policy`` found for one request (ALLOWED, BLOCKED or SHADOW_BLOCKED)."""
-        increment = self._by_policy.get((policy, outcome))
-        if increment is None:
-            increment = self._by_policy[(policy, outcome)] = self.policy_decisions.labels(policy, outcome).inc
-            if outcome == SHADOW_BLOCKED:
-                shadow = self.shadow_blocked.labels(policy).inc
-                self._by_policy[(policy, outcome)] = increment = _both(increment, shadow)
-        increment()
+        outcomes = self.policy_outcomes
+        key = (policy, outcome)
+        if key in outcomes:
+            outcomes[key] += 1
+        else:
+            outcomes[key] = 1
 
     def watch_configuration(self, source: ConfigurationSource) -> None:
         """Export the configuration's reloads and current hash, read from ``source`` at each scrape (the
@@ -127,21 +104,69 @@ class LimiterMetrics:
 
     def count_decision(self, identity_kind: str, allowed: bool, degraded: bool, seconds: float) -> None:
         """Record one decision."""
-        counter = self._counted.get((identity_kind, allowed))
-        if counter is None:  # a kind of the user's own
-            counter = (self.allowed if allowed else self.blocked).labels("other")
-        counter.inc()
+        decisions = self.decisions
+        key = (identity_kind, allowed)
+        if key in decisions:
+            decisions[key] += 1
+        else:  # a kind of the user's own
+            key = ("other", allowed)
+            decisions[key] = decisions.get(key, 0) + 1
         if degraded:
-            self.degraded.inc()
-        self.latency.observe(seconds)
+            self.degraded_decisions += 1
+        self.latency_counts[bisect_left(_LATENCY_BUCKETS, seconds)] += 1  # buckets count values <= their bound
+        self.latency_sum += seconds
 
 
-def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
-    def increment() -> None:
-        first()
-        second()
+class _DecisionCollector(Collector):
+    """The decision counters and the latency histogram of a LimiterMetrics, read from its ints at scrape."""
 
-    return increment
+    def __init__(self, metrics: LimiterMetrics) -> None:
+        self.metrics = metrics
+        self.created = time.time()
+
+    def collect(self) -> Iterator[Metric]:
+        metrics, created = self.metrics, self.created
+        allowed = CounterMetricFamily("rate_limit_allowed", "Requests the limiter allowed.", labels=["identity"])
+        blocked = CounterMetricFamily(
+            "rate_limit_blocked", "Requests the limiter denied (answered 429).", labels=["identity"]
+        )
+        for (kind, was_allowed), count in list(metrics.decisions.items()):
+            (allowed if was_allowed else blocked).add_metric([kind], count, created=created)
+        yield allowed
+        yield blocked
+        yield CounterMetricFamily(
+            "rate_limit_degraded",
+            "Decisions made without the primary backend (Redis).",
+            value=metrics.degraded_decisions,
+            created=created,
+        )
+        cumulative, buckets = 0, []
+        for bound, count in zip((*_LATENCY_BUCKETS, math.inf), list(metrics.latency_counts), strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
+        yield HistogramMetricFamily(
+            "rate_limit_decision_seconds",
+            "Time to reach a decision, fallback included.",
+            buckets=buckets,
+            sum_value=metrics.latency_sum,
+        )
+        decisions = CounterMetricFamily(
+            "rate_limit_policy_decisions",
+            "What each policy found for a request: allowed, blocked (enforced, it denied) or shadow_blocked "
+            "(a shadow policy that would have denied).",
+            labels=["policy", "outcome"],
+        )
+        shadow = CounterMetricFamily(
+            "rate_limit_shadow_blocked",
+            "Requests a shadow policy would have denied (it never changes the answer).",
+            labels=["policy"],
+        )
+        for (policy, outcome), count in list(metrics.policy_outcomes.items()):
+            decisions.add_metric([policy, outcome], count, created=created)
+            if outcome == SHADOW_BLOCKED:
+                shadow.add_metric([policy], count, created=created)
+        yield decisions
+        yield shadow
 
 
 class ConfigurationSource(Protocol):
