@@ -39,18 +39,24 @@ def _policy_fields(policy: AnyPolicy) -> tuple[str, str]:
 
 def rate_limit_headers(policy: AnyPolicy, decision: Decision) -> dict[str, str]:
     """Headers for every limited response, allowed or denied."""
+    return dict(rate_limit_header_items(policy, decision))
+
+
+def rate_limit_header_items(policy: AnyPolicy, decision: Decision) -> tuple[tuple[str, str], ...]:
+    """``rate_limit_headers`` as (name, value) pairs, in order: what a handler sets on every request."""
     policy_field, limit = _policy_fields(policy)
     remaining = math.floor(decision.remaining)
-    headers = {
-        "RateLimit-Policy": policy_field,
-        "RateLimit": f'"{policy.name}";r={remaining};t={next_token_after(policy, decision)}',
-        "X-RateLimit-Limit": limit,
-        "X-RateLimit-Remaining": str(remaining),
-        "X-RateLimit-Reset": str(whole_seconds(decision.reset_after)),
-    }
+    reset_after = decision.reset_after
+    items = (
+        ("RateLimit-Policy", policy_field),
+        ("RateLimit", f'"{policy.name}";r={remaining};t={next_token_after(policy, decision)}'),
+        ("X-RateLimit-Limit", limit),
+        ("X-RateLimit-Remaining", str(remaining)),
+        ("X-RateLimit-Reset", str(math.ceil(reset_after) if reset_after > 0 else 0)),  # whole_seconds, inline
+    )
     if decision.degraded:
-        headers["X-RateLimit-Degraded"] = "true"
-    return headers
+        return (*items, ("X-RateLimit-Degraded", "true"))
+    return items
 
 
 def most_restrictive(decisions: Sequence[Decision]) -> int:

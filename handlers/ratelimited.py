@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import jwt
 import tornado.httputil
@@ -27,7 +27,7 @@ from tornado_rate_limiter.handlers.client_ip import (
 )
 from tornado_rate_limiter.handlers.headers import (
     most_restrictive,
-    rate_limit_headers,
+    rate_limit_header_items,
     retry_after_seconds,
     several_exceeded_problem,
     several_limits_headers,
@@ -79,6 +79,15 @@ class RateLimitConfig:
         self.limiter.metrics.watch_configuration(policies)
 
     policy_source: PolicyStore | FixedPolicies = field(init=False)  # what ``policies`` became
+    _plans: _Plans | None = field(init=False, default=None, repr=False)
+
+    def plans_for(self, policy_set: PolicySet) -> _Plans:
+        """The memo of anonymous requests' plans under ``policy_set`` (new for each configuration)."""
+        plans = self._plans
+        if plans is None or plans.policy_set is not policy_set:
+            plans = _Plans(policy_set)
+            object.__setattr__(self, "_plans", plans)
+        return plans
 
     @property
     def policy_set(self) -> PolicySet:
@@ -107,6 +116,33 @@ class RateLimitConfig:
 # At most 16,384 labels of headers up to 256 characters: a few MB whatever clients send.
 _CACHED_LABELS = 16384
 _CACHED_HEADER_CHARS = 256
+# Plans of anonymous requests remembered (client, forwarding header, method and path): a few MB at most.
+_CACHED_PLANS = 16384
+
+
+class _Plan(NamedTuple):
+    """What the check of an anonymous request finds before deciding: who counts, the limits, exemption,
+    the key and the cost."""
+
+    identity: Identity
+    limits: Limits
+    exempt: bool
+    key: str
+    cost: float
+
+
+class _Plans(dict[tuple[Any, ...], _Plan]):
+    """The plans of one configuration (a reload starts afresh), forgotten all at once when full."""
+
+    def __init__(self, policy_set: PolicySet) -> None:
+        super().__init__()
+        self.policy_set = policy_set
+
+    def remember(self, key: tuple[Any, ...], plan: _Plan) -> _Plan:
+        if len(self) >= _CACHED_PLANS:
+            self.clear()
+        self[key] = plan
+        return plan
 
 
 class RateLimitNotConfigured(RuntimeError):
@@ -138,6 +174,20 @@ class _AppPolicies:
 
 
 APP_POLICIES: Any = _AppPolicies()
+
+
+class _Done:
+    """An awaitable already done: what the check returns when it did not wait, so that Tornado, and a
+    subclass's ``await super().prepare()``, go on at once."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # a generator that ends at once
+
+
+_DONE = _Done()
 _NOT_LIMITED = Limits(1.0, ())
 
 
@@ -145,6 +195,35 @@ _NOT_LIMITED = Limits(1.0, ())
 def _limits_of(policy: AnyPolicy | None) -> Limits:
     """The Limits of a handler that names its policy in code (None: not limited)."""
     return Limits(1.0, (policy,)) if policy is not None else _NOT_LIMITED
+
+
+# What the plan of an anonymous request is worked out from: a subclass overriding any of these decides
+# otherwise, and is checked without the memo of plans.
+_PLANNED_METHODS = (
+    "rate_limit_identity",
+    "rate_limit_user_id",
+    "get_current_user",
+    "rate_limit_limits_for",
+    "rate_limit_target",
+    "rate_limit_claims",
+    "rate_limit_exempt",
+    "client_ip",
+    "rate_limit_key",
+    "rate_limit_cost",
+)
+
+
+_AS_WRITTEN: dict[type, bool] = {}  # per handler class (classes are few, made by code)
+
+
+def _decides_as_written(handler_class: type[RateLimitedHandler]) -> bool:
+    """Whether ``handler_class`` decides who counts and which limits apply as RateLimitedHandler does."""
+    as_written = _AS_WRITTEN.get(handler_class)
+    if as_written is None:
+        as_written = _AS_WRITTEN[handler_class] = all(
+            getattr(handler_class, name) is getattr(RateLimitedHandler, name) for name in _PLANNED_METHODS
+        )
+    return as_written
 
 
 @tornado.web.stream_request_body  # prepare() runs once the headers are in: a denial never reads the body
@@ -178,18 +257,23 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         body = getattr(request, "_body_future", None)  # set by Tornado for a handler that streams its body
         # Whether this handler gathers the body for its method (a subclass may stream it itself instead).
         self._gathers_body = body is not None and type(self).data_received is RateLimitedHandler.data_received
-        if body is not None and self._gathers_body:
+        if body is not None and self._gathers_body and (self._has_body() or "Content-Type" in request.headers):
             # Added before Tornado's _execute awaits the same future, so it runs first (callbacks run in the
             # order added): the method finds the whole body, as Tornado gives it to a handler that does
             # not stream. Here rather than in prepare(), so a subclass's own prepare() cannot lose it.
+            # Without a body or a type to parse it by (a GET), there is nothing to give: body stays b"".
             body.add_done_callback(self._body_complete)
 
-    async def prepare(self) -> None:
+    def prepare(self) -> Awaitable[None]:
         """Runs once the headers are in, before the body is read: checks the limit and finishes the request
         itself when it is denied (a body it has is then never read). An allowed request's body is read into
         ``self.request.body`` (and its arguments parsed) before the HTTP method runs, as for any handler; a
-        subclass that overrides ``data_received`` streams it instead."""
-        await self.check_rate_limit()
+        subclass that overrides ``data_received`` streams it instead.
+
+        Returns an awaitable (``await super().prepare()`` in a subclass), already done when the check did
+        not have to wait (the local backend, a denial known from the cache), so the request goes on in
+        the same event-loop turn."""
+        return self.check_rate_limit()
 
     def data_received(self, chunk: bytes) -> None:
         """Keep a piece of an allowed request's body (the whole body is at most the server's max_body_size)."""
@@ -336,54 +420,143 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         self._token_claims = claims
         return subject
 
-    async def check_rate_limit(self) -> None:
-        """Ask the limiter, set the headers, and answer 429 (or 401 for a bad token) without the handler."""
+    def check_rate_limit(self) -> Awaitable[None]:
+        """Ask the limiter, set the headers, and answer 429 (or 401 for a bad token) without the handler.
+        Returns an awaitable to await, done already when nothing had to wait."""
         config = self.rate_limit_config
         policy_set = config.policy_set  # read once: a reload in the middle never mixes two configurations
+        plan = self._anonymous_plan(config, policy_set)
+        if plan is not None:  # the common case, decided before for the same client and route
+            identity, limits, exempt, key, cost = plan
+            self.rate_limit_identity_used, self.rate_limit_limits = identity, limits
+            if exempt:
+                config.limiter.metrics.exempt.inc()
+                return _DONE
+            if not (limits.enforced or limits.shadow):
+                return _DONE
+            waiting = self._apply_limits(config.limiter, identity, limits, key, cost)
+            return waiting if waiting is not None else _DONE
         try:
             identity, token_error = self.rate_limit_identity(), None
         except InvalidToken as exc:  # counted against the address, so bad tokens cannot dodge the limit
             identity, token_error = Identity(IP, self.client_ip()), exc
         self.rate_limit_identity_used = identity
         limits = self.rate_limit_limits = self.rate_limit_limits_for(identity, policy_set)
+        waiting = None
         if limits.enforced or limits.shadow:
             if self.rate_limit_exempt(identity, policy_set):
                 config.limiter.metrics.exempt.inc()
             else:
-                await self._apply_limits(config.limiter, identity, limits)
+                waiting = self._apply_limits(
+                    config.limiter, identity, limits, self.rate_limit_key(identity), self.rate_limit_cost()
+                )
         if token_error is not None:
-            self.set_header("WWW-Authenticate", 'Bearer error="invalid_token"')
-            problem = {"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": str(token_error)}
-            await self._before_answering_from_the_head()
-            self.finish_with_problem(401, problem)
+            return self._answer_bad_token(waiting, token_error)
+        return waiting if waiting is not None else _DONE
 
-    async def _apply_limits(self, limiter: RateLimiter, identity: Identity, limits: Limits) -> None:
-        """Decide ``limits`` for ``identity``, set the headers of the enforced policies, and answer 429 when
-        one denies. One enforced policy alone takes the single-limit path (and its cache of denials)."""
-        key, cost = self.rate_limit_key(identity), self.rate_limit_cost()
+    def _anonymous_plan(self, config: RateLimitConfig, policy_set: PolicySet) -> _Plan | None:
+        """What ``check_rate_limit`` would find for an anonymous request, from a memo of earlier requests
+        from the same peer and forwarding header to the same method and path. None when it must be worked
+        out: a subclass that changes how (any of the methods it calls overridden, ``current_user`` set
+        already), a bearer token the service would read, an input too long to remember."""
+        handler_class = type(self)
+        if not _decides_as_written(handler_class) or "_current_user" in self.__dict__:
+            return None
+        request = self.request
+        headers = request.headers
+        if config.jwt_secret is not None and "Authorization" in headers:
+            return None
+        forwarded = ",".join(headers.get_list(config.forwarded_header))
+        method, path = request.method or "GET", request.path
+        if len(forwarded) > _CACHED_HEADER_CHARS or len(path) > _CACHED_HEADER_CHARS:
+            return None
+        memo_key = (handler_class, request.remote_ip, forwarded, method, path)
+        plans = config.plans_for(policy_set)
+        plan = plans.get(memo_key)
+        if plan is None:
+            identity = Identity(IP, config.client_label(request.remote_ip or "", forwarded))
+            limits = self.rate_limit_limits_for(identity, policy_set)
+            exempt = bool(limits.enforced or limits.shadow) and self.rate_limit_exempt(identity, policy_set)
+            self.rate_limit_limits = limits  # what rate_limit_cost reads
+            plan = _Plan(identity, limits, exempt, self.rate_limit_key(identity), self.rate_limit_cost())
+            plans.remember(memo_key, plan)
+        return plan
+
+    async def _answer_bad_token(self, waiting: Awaitable[None] | None, token_error: InvalidToken) -> None:
+        """401 for a bad token, once the limits are decided (a denial by them answers 429 first)."""
+        if waiting is not None:
+            await waiting
+        self.set_header("WWW-Authenticate", 'Bearer error="invalid_token"')
+        problem = {"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": str(token_error)}
+        await self._before_answering_from_the_head()
+        self.finish_with_problem(401, problem)
+
+    def _apply_limits(
+        self, limiter: RateLimiter, identity: Identity, limits: Limits, key: str, cost: float
+    ) -> Awaitable[None] | None:
+        """Decide ``limits`` for ``identity``'s ``key`` at ``cost``, set the headers of the enforced policies,
+        and answer 429 when one denies. One enforced policy alone takes the single-limit path (and its
+        cache of denials). None when all is done; else what remains to await (Redis, a denial)."""
         enforced, shadow = limits.enforced, limits.shadow
         if shadow and cost != limits.cost:  # a cost of the handler's own, which a shadow policy may not admit:
             shadow = tuple(policy for policy in shadow if algorithm_for(policy).quota(policy) >= cost)  # left out
         if len(enforced) == 1 and not shadow:
-            decision = await limiter.acquire(key, enforced[0], cost, identity_kind=identity.kind)
-            self.rate_limit_decision = decision
-            headers = rate_limit_headers(enforced[0], decision)
-            decisions: Sequence[Decision] = (decision,)
-        else:
-            charges = [Charge(key, policy, cost) for policy in enforced]
-            charges += [Charge(key, policy, cost, enforced=False) for policy in shadow]
-            verdict = self.rate_limit_verdict = await limiter.acquire_all(charges, identity_kind=identity.kind)
-            if not enforced:  # shadow policies only: never in a header, never a denial
-                return
-            decisions = verdict.decisions[: len(enforced)]
-            decision = self.rate_limit_decision = decisions[most_restrictive(decisions)]
-            headers = several_limits_headers(enforced, decisions)
-        for name, value in headers.items():
+            decision = limiter.acquire_now(key, enforced[0], cost, identity_kind=identity.kind)
+            if decision is None:
+                return self._decide_one_on_primary(limiter, key, enforced[0], cost, identity.kind)
+            return self._answer_one(enforced[0], decision)
+        charges = [Charge(key, policy, cost) for policy in enforced]
+        charges += [Charge(key, policy, cost, enforced=False) for policy in shadow]
+        verdict = limiter.acquire_all_now(charges, identity_kind=identity.kind)
+        if verdict is None:
+            return self._decide_all_on_primary(limiter, charges, enforced, identity.kind)
+        return self._answer_all(enforced, verdict)
+
+    async def _decide_one_on_primary(
+        self, limiter: RateLimiter, key: str, policy: AnyPolicy, cost: float, kind: str
+    ) -> None:
+        decision = await limiter.ask_primary(key, policy, cost, identity_kind=kind)
+        denied = self._answer_one(policy, decision)
+        if denied is not None:
+            await denied
+
+    async def _decide_all_on_primary(
+        self, limiter: RateLimiter, charges: Sequence[Charge], enforced: Sequence[AnyPolicy], kind: str
+    ) -> None:
+        verdict = await limiter.acquire_all(charges, identity_kind=kind)
+        denied = self._answer_all(enforced, verdict)
+        if denied is not None:
+            await denied
+
+    def _answer_one(self, policy: AnyPolicy, decision: Decision) -> Awaitable[None] | None:
+        """Set the headers of one policy's decision; the 429 to await when it denies."""
+        self.rate_limit_decision = decision
+        set_header = self.set_header
+        for name, value in rate_limit_header_items(policy, decision):
+            set_header(name, value)
+        if decision.allowed:
+            return None
+        return self._deny((policy,), (decision,))
+
+    def _answer_all(self, enforced: Sequence[AnyPolicy], verdict: Verdict) -> Awaitable[None] | None:
+        """Set the headers of the enforced policies' decisions; the 429 to await when one denies."""
+        self.rate_limit_verdict = verdict
+        if not enforced:  # shadow policies only: never in a header, never a denial
+            return None
+        decisions = verdict.decisions[: len(enforced)]
+        decision = self.rate_limit_decision = decisions[most_restrictive(decisions)]
+        for name, value in several_limits_headers(enforced, decisions).items():
             self.set_header(name, value)
-        if not decision.allowed:
-            self.set_header("Retry-After", str(retry_after_seconds(decision)))
-            await self._before_answering_from_the_head()
-            self.finish_with_problem(self.rate_limit_denied_status(), several_exceeded_problem(enforced, decisions))
+        if decision.allowed:
+            return None
+        return self._deny(enforced, decisions)
+
+    async def _deny(self, enforced: Sequence[AnyPolicy], decisions: Sequence[Decision]) -> None:
+        decision = self.rate_limit_decision
+        assert decision is not None
+        self.set_header("Retry-After", str(retry_after_seconds(decision)))
+        await self._before_answering_from_the_head()
+        self.finish_with_problem(self.rate_limit_denied_status(), several_exceeded_problem(enforced, decisions))
 
     async def _before_answering_from_the_head(self) -> None:
         """A request answered from prepare(): its body, if it has one, is never read, and its connection is
