@@ -1,14 +1,13 @@
 """AutoPipeline: script calls made in the same event-loop turn go to Redis together, in one round trip,
 whichever of the algorithms' scripts each runs.
 
-The first call of a turn starts a task; the task runs on the loop's next turn, after every coroutine
-ready in this one has queued its call, and sends them all (up to MAX_BATCH per round trip). A lone call
-waits for nothing but that turn (no timer), and a crowd of concurrent requests shares a few writes and
-reads of the socket.
-
-On one server (or Sentinel), calls are packed into RESP here and written on a pooled connection: redis-py's
-generic Pipeline spends more time encoding arguments than Redis spends running the script. On a Cluster
-the calls are grouped by the node that owns each key, one pipeline per node.
+Calls are packed into RESP here (redis-py's generic Pipeline spends more time encoding arguments than
+Redis spends running the script). On one server (or Sentinel's master), the first call of a turn
+schedules a flush for the loop's next turn, after every coroutine ready in this one has queued its call;
+the flush writes them all on one RedisLink (limiter/redis_link.py, MAX_BATCH per write), whose protocol
+hands each reply to its caller as it arrives: a lone call waits for nothing but that turn (no timer),
+and a crowd of concurrent requests shares a few writes and reads of the socket. On a Cluster the first
+call of a turn starts a task that groups the calls by the node that owns each key, one pipeline per node.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import Connection, ConnectionPool
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -34,16 +33,13 @@ from redis.exceptions import (
 from tornado_rate_limiter.limiter.algorithms import Script
 from tornado_rate_limiter.limiter.deadline import loop_time_deadline
 from tornado_rate_limiter.limiter.errors import BackendError
+from tornado_rate_limiter.limiter.redis_link import RedisLink
 from tornado_rate_limiter.limiter.redis_url import RedisClient, RedisCluster
 
 # Calls per round trip, at most. A crowd that resumes together (as callers do when one round trip's replies
 # come back) is sent as several round trips, so Redis runs one batch while this process handles the
 # replies of another: with 64 callers, 32 per trip gave 84k decisions/s against 50k for one trip of 64.
 MAX_BATCH = 32
-# Connections kept by the pipeline between round trips, at most (the rest go back to the pool): taking one
-# from redis-py's blocking pool and giving it back costs a condition, a lock, a timeout and a shielded
-# task each time, more than our own work on the round trip. The pool still bounds how many exist.
-KEPT_CONNECTIONS = 4
 
 
 _PENDING: Any = object()  # a reply not known yet
@@ -57,6 +53,7 @@ class _Call(NamedTuple):
     args: tuple[str, ...]
     packed: bytes  # the whole EVALSHA command in RESP
     reply: asyncio.Future[Any]
+    resent: bool = False  # sent again after NOSCRIPT: a second NOSCRIPT is its error
 
 
 def _bulk(value: bytes) -> bytes:
@@ -77,6 +74,12 @@ def _packed_args(args: tuple[str, ...]) -> bytes:
     return b"".join(_bulk(arg.encode()) for arg in args)
 
 
+def _fail(calls: Sequence[_Call], error: Exception) -> None:
+    for call in calls:
+        if not call.reply.done():
+            call.reply.set_exception(error)
+
+
 def _redirected(reply: Any) -> bool:
     return isinstance(reply, (MovedError, AskError))
 
@@ -93,8 +96,14 @@ class AutoPipeline:
         self.round_trips = 0
         self._waiting: list[_Call] = []  # calls made this turn, for the next round trip
         self._senders: set[asyncio.Task[None]] = set()  # round trips under way (kept referenced)
-        self._kept: list[Connection] = []  # idle connections taken from the pool, for the next round trips
         self._closed = False
+        # One server (or Sentinel's master): calls go on one RedisLink, written once per loop turn.
+        self._direct = not isinstance(client, RedisCluster)
+        self._link: RedisLink | None = None
+        self._unsent: list[_Call] = []
+        self._flush_scheduled = False
+        self._connecting: asyncio.Task[None] | None = None
+        self._to_resend: list[_Call] = []  # answered NOSCRIPT, waiting for the scripts to be loaded
 
     def call(self, script: Script, keys: tuple[str, ...], args: tuple[str, ...]) -> asyncio.Future[Any]:
         """Queue one call of ``script`` (one of ``scripts``); await the result for its reply. Raises what
@@ -107,7 +116,14 @@ class AutoPipeline:
             raise BackendError(message)
         packed = _packed_head(script.sha, len(keys), len(args)) + b"".join(_bulk(key.encode()) for key in keys)
         packed += _packed_args(args)
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        if self._direct:
+            self._unsent.append(_Call(script, keys, args, packed, reply))
+            if not self._flush_scheduled:  # once per turn, after every caller ready in this one has queued
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+            return reply
         waiting = self._waiting
         waiting.append(_Call(script, keys, args, packed, reply))
         if len(waiting) == 1:
@@ -130,7 +146,97 @@ class AutoPipeline:
         for sender in senders:
             sender.cancel()
         await asyncio.gather(*senders, return_exceptions=True)
+        closed = BackendError("the Redis backend is closed")
+        _fail(self._unsent + self._to_resend, closed)
+        self._unsent, self._to_resend = [], []
+        await self._close_link(closed)
         await self.drop_idle_connections()  # the kept connections back to the pool, which closes them
+
+    async def open(self) -> None:
+        """On one server, open the link now, so that the first call waits for nothing but its turn (run
+        by RedisBackend.connect(), within its deadline; a no-op on a Cluster or with a link open)."""
+        if not self._direct or self._connecting is not None or (self._link is not None and self._link.usable):
+            return
+        await self._close_link(ConnectionError("the connection to Redis was lost"))
+        connection = await self._pool().get_connection()  # type: ignore[no-untyped-call]
+        self._link = RedisLink(connection, self.timeout, self._resend_after_loading)
+
+    # --- one server: a RedisLink ---------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Send the calls queued this turn, MAX_BATCH per write; without a usable link, get one first."""
+        self._flush_scheduled = False
+        link = self._link
+        if link is None or not link.usable:
+            if self._connecting is None and self._unsent and not self._closed:
+                self._connecting = connecting = asyncio.create_task(self._connect_link())
+                self._senders.add(connecting)
+                connecting.add_done_callback(self._connect_done)
+            return  # sent once connected
+        calls, self._unsent = self._unsent, []
+        for start in range(0, len(calls), MAX_BATCH):
+            self.round_trips += 1
+            link.send(calls[start : start + MAX_BATCH])
+
+    async def _connect_link(self) -> None:
+        """A connection from the pool for a new link (the old one, lost, closed first), then the calls
+        that waited for it; a failure is theirs."""
+        try:
+            async with loop_time_deadline(self.timeout):
+                await self._close_link(ConnectionError("the connection to Redis was lost"))
+                connection = await self._pool().get_connection()  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            calls, self._unsent = self._unsent, []
+            _fail(calls, exc)
+            return
+        self._link = RedisLink(connection, self.timeout, self._resend_after_loading)
+        self._connecting = None
+        self._flush()
+
+    def _connect_done(self, connecting: asyncio.Task[None]) -> None:
+        """However the connecting ended (cancelled even before it started), no caller waits forever."""
+        self._senders.discard(connecting)
+        if self._connecting is connecting:
+            self._connecting = None
+        if connecting.cancelled():
+            calls, self._unsent = self._unsent, []
+            _fail(calls, BackendError("the Redis round trip was cancelled"))
+
+    async def _close_link(self, error: Exception) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            with suppress(Exception):  # closing a dead socket may fail too
+                await link.close(error)
+            await asyncio.shield(self._pool().release(link.connection))
+
+    def _pool(self) -> ConnectionPool:
+        client = self.client
+        assert not isinstance(client, RedisCluster)  # a Cluster's calls go by node pipelines instead
+        return client.connection_pool
+
+    def _resend_after_loading(self, call: _Call) -> bool:
+        """NOSCRIPT (Redis restarted, failed over or flushed its scripts): the call goes again once the
+        scripts are loaded, once only."""
+        if call.resent or self._closed:
+            return False
+        self._to_resend.append(call._replace(resent=True))
+        if len(self._to_resend) == 1:
+            loading = asyncio.create_task(self._load_and_resend())
+            self._senders.add(loading)
+            loading.add_done_callback(self._senders.discard)
+        return True
+
+    async def _load_and_resend(self) -> None:
+        try:
+            async with loop_time_deadline(self.timeout):
+                await self.load_scripts()
+        except BaseException as exc:
+            calls, self._to_resend = self._to_resend, []
+            _fail(calls, exc if isinstance(exc, Exception) else BackendError("the Redis round trip was cancelled"))
+            raise
+        calls, self._to_resend = self._to_resend, []
+        self._unsent += calls
+        self._flush()
 
     def _sender_done(self, calls: list[_Call], sender: asyncio.Task[None]) -> None:
         """Whatever ended the sender (even a cancellation before its first step), no caller waits forever."""
@@ -171,41 +277,20 @@ class AutoPipeline:
 
     async def _round_trip(self, calls: Sequence[_Call], indexes: Sequence[int], replies: list[Any]) -> None:
         self.round_trips += 1
-        if isinstance(self.client, RedisCluster):
-            await self._cluster_round_trip(calls, indexes, replies)
-            return
-        pool = self.client.connection_pool
-        kept = self._kept
-        connection = kept.pop() if kept else await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await self._pipeline_on(connection, calls, indexes, replies)
-        except BaseException as exc:
-            # Shielded: a deadline landing in the pool's locks must not leave the connection out of it.
-            await asyncio.shield(pool.release(connection))
-            if isinstance(exc, (ConnectionError, OSError)):
-                await self.drop_idle_connections()
-            raise
-        if len(kept) < KEPT_CONNECTIONS:
-            kept.append(connection)
-        else:
-            await asyncio.shield(pool.release(connection))
+        await self._cluster_round_trip(calls, indexes, replies)  # one server's calls go on the link instead
 
     async def drop_idle_connections(self) -> None:
-        """Close the pooled connections not in use, to be opened afresh when next taken.
+        """Close the link and the pooled connections not in use, to be opened afresh when next needed.
 
         After a connection fails, or once Redis is back after an outage, the others were made to a server
-        that may be gone (a restart, a failover): each would fail one round trip of up to MAX_BATCH calls,
-        and as many failures at once reopen the circuit breaker that had just closed.
+        that may be gone (a restart, a failover): each would fail its calls, and as many failures at once
+        reopen the circuit breaker that had just closed.
         """
         if isinstance(self.client, RedisCluster):  # the Cluster client renews its nodes' connections itself
             return
-        pool = self.client.connection_pool
-        kept, self._kept = self._kept, []
+        await self._close_link(ConnectionError("the connection to Redis was dropped to be made afresh"))
         with suppress(Exception):  # closing a dead socket may fail too; the pool reconnects it anyway
-            for connection in kept:
-                await connection.disconnect()
-                await pool.release(connection)
-            await pool.disconnect(inuse_connections=False)
+            await self.client.connection_pool.disconnect(inuse_connections=False)
 
     @staticmethod
     async def _pipeline_on(

@@ -199,6 +199,7 @@ class RedisBackend:
                 await self.client.initialize()
             await self.pipeline.load_scripts()
             await self.client.evalsha(TOKEN_BUCKET_SHA, 1, f"{self.key_prefix}probe", *probe_args)
+            await self.pipeline.open()
         self.evicts_keys = await self._read_eviction(timeout)
 
     async def _read_eviction(self, timeout: float) -> bool | None:

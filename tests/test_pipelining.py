@@ -173,14 +173,18 @@ def test_closing_answers_the_waiting_calls_and_refuses_new_ones(redis_server: Re
 
 
 def test_a_sender_cancelled_before_it_ran_leaves_no_caller_waiting(redis_server: RedisProcess) -> None:
-    """If the task that would send a turn's calls is cancelled before its first step (a shutdown that
-    cancels every task), its callers get BackendError and the next calls are sent as usual."""
+    """If the task that would connect and send a turn's calls is cancelled before its first step (a
+    shutdown that cancels every task), its callers get BackendError and the next calls are sent as usual."""
 
     async def scenario() -> tuple[object, bool]:
         backend = backend_on(redis_server)
         policy = Policy(10, 1, name="cancelled-sender")
         waiting = asyncio.create_task(backend.acquire("first", policy))
-        await asyncio.sleep(0)  # the call is queued and its sender created, not yet run
+        for _ in range(10):  # the call is queued, and the task that connects and sends it created, not yet run
+            await asyncio.sleep(0)
+            if backend.pipeline._senders:
+                break
+        assert backend.pipeline._senders
         for sender in list(backend.pipeline._senders):
             sender.cancel()
         result = await asyncio.wait_for(asyncio.gather(waiting, return_exceptions=True), timeout=5)
