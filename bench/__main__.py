@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only library|algorithms|http|memory|profile] [--output PATH]`
+"""`python -m bench [--quick] [--only library|algorithms|cpu|http|memory|profile] [--output PATH]`
 
 Runs the measurements, each bounded in time, against one redis-server of its own (a free port, no
 persistence, stopped by its PID at the end); writes the figures as JSON (benchmarks.json next to the
@@ -19,8 +19,10 @@ from typing import Any
 from bench import environment, library, report
 from tests.redis_process import RedisProcess
 
-SECTIONS = ["library", "algorithms", "http", "profile", "memory"]
+SECTIONS = ["library", "algorithms", "cpu", "http", "profile", "memory"]
 FULL = {
+    "cpu_seconds": 4.0,
+    "cpu_rounds": 5,
     "library_seconds": 3.0,
     "http_seconds": 8.0,
     "http_warmup": 2.0,
@@ -28,6 +30,8 @@ FULL = {
     "memory_keys": 1_000_000,
 }
 QUICK = {
+    "cpu_seconds": 2.0,
+    "cpu_rounds": 2,
     "library_seconds": 0.5,
     "http_seconds": 2.0,
     "http_warmup": 1.0,
@@ -43,10 +47,12 @@ def log(started: float, message: str) -> None:
 def measure(sections: list[str], settings: dict[str, Any], started: float) -> dict[str, Any]:
     # Imported here so that `--only memory` does not pay for what it does not run.
     from bench.algorithms import run_algorithms
+    from bench.cpu import run_cpu
     from bench.http import run_http
     from bench.memory import run_memory
     from bench.profile import run_profile
     from bench.proxy import run_proxy
+    from bench.redis_floor import run_redis_floor
 
     results: dict[str, Any] = {}
     redis = RedisProcess().start()
@@ -67,6 +73,16 @@ def measure(sections: list[str], settings: dict[str, Any], started: float) -> di
                     redis.url, settings["library_seconds"], settings["memory_keys"], not settings["quick"], flush
                 )
             )
+        if "algorithms" in sections:
+            log(started, f"algorithms: what Redis spends per key, {settings['memory_keys']:,} keys per layout")
+            results["redis_floor"] = run_redis_floor(redis.port, settings["memory_keys"], flush)
+        if "cpu" in sections:
+            rounds, seconds = settings["cpu_rounds"], settings["cpu_seconds"]
+            log(started, f"cpu: server CPU per request, {rounds} interleaved rounds of {seconds:g} s per server")
+            cpu = run_cpu(redis.url, redis.port, seconds, settings["http_warmup"], rounds, flush)
+            results["cpu"] = cpu.pop("rows")
+            results["cpu_derived"] = derived_cpu_rows(results["cpu"], cpu)
+            results["cpu_meta"] = cpu
         if "http" in sections:
             log(started, "http")
             results["http"] = run_http(redis.url, settings["http_seconds"], settings["http_warmup"], flush)
@@ -85,6 +101,25 @@ def measure(sections: list[str], settings: dict[str, Any], started: float) -> di
     finally:
         redis.stop()
     return results
+
+
+def derived_cpu_rows(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The differences the targets name, from the cpu section's medians (rows a server failed are left out)."""
+    by_id = {row["id"]: row for row in rows if "cpu_us_per_request" in row}
+    derived = []
+    base = by_id.get("bare_headers")
+    for server in ("ours_local", "ours_redis", "service_local", "service_redis"):
+        if base is not None and server in by_id:
+            added = by_id[server]["cpu_us_per_request"] - base["cpu_us_per_request"]
+            derived.append({"id": f"{server}_added_cpu", "value": added})
+    bare, redis_route = by_id.get("bare"), by_id.get("ours_redis")
+    if bare is not None and redis_route is not None:
+        lone = redis_route["c1_p50_ms"] - bare["c1_p50_ms"] - meta["redis_round_trip_ms"]
+        derived.append({"id": "ours_redis_c1_p50_over_bare_and_round_trip_ms", "value": lone})
+        derived.append(
+            {"id": "ours_redis_c64_p99_over_bare_ms", "value": redis_route["c64_p99_ms"] - bare["c64_p99_ms"]}
+        )
+    return derived
 
 
 PUBLISHED = Path("docs/BENCHMARKS.md")

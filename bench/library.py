@@ -474,7 +474,7 @@ def time_peer(row: RedisRow, url: str, seconds: float) -> list[Run]:
     return asyncio.run(run())
 
 
-def redis_benchmark(port: int, pipeline: int, seconds: float) -> float:
+def redis_benchmark(port: int, pipeline: int, seconds: float, connections: int = CALLERS) -> float:
     """Redis's own client (C, no parsing of our reply): EVALSHA of our script over 10,000 keys, requests/s.
 
     redis-benchmark counts requests, not time: a short run sizes the real one to last about ``seconds``.
@@ -485,7 +485,7 @@ def redis_benchmark(port: int, pipeline: int, seconds: float) -> float:
         raise RuntimeError(message)
 
     def run(requests: int) -> float:
-        command = [executable, "-h", "127.0.0.1", "-p", str(port), "-c", str(CALLERS), "-P", str(pipeline)]
+        command = [executable, "-h", "127.0.0.1", "-p", str(port), "-c", str(connections), "-P", str(pipeline)]
         command += ["-n", str(requests), "-r", str(len(KEYS)), "--csv"]
         command += ["EVALSHA", TOKEN_BUCKET_SHA, "1", "rl:rb:__rand_int__", *SCRIPT_ARGS]
         output = subprocess.run(command, capture_output=True, text=True, timeout=seconds * 4 + 30, check=True).stdout
@@ -509,4 +509,12 @@ def run_redis(url: str, port: int, seconds: float, flush: Callable[[], object]) 
             rows.append({"id": row_id, "label": label, "decisions_per_s": redis_benchmark(port, pipeline, seconds)})
         except Exception as exc:
             rows.append(failed(row_id, label, exc))
+    # What RedisBackend's 64 callers keep in flight: 64 calls on one connection.
+    flush()
+    row_id, label = "redis_benchmark_c1_p64", f"redis-benchmark: EVALSHA of our script, -c 1 -P {CALLERS}"
+    try:
+        rate = redis_benchmark(port, CALLERS, seconds, connections=1)
+        rows.append({"id": row_id, "label": label, "decisions_per_s": rate})
+    except Exception as exc:
+        rows.append(failed(row_id, label, exc))
     return rows

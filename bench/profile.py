@@ -1,4 +1,4 @@
-"""Where the service spends its time on the Redis path: the service process under py-spy while wrk loads it.
+"""Where each route spends its time: the server process under py-spy while wrk loads it.
 
 py-spy starts the service as its child (a parent may trace its child whatever the ptrace scope) and
 samples it until the service exits, which the benchmark asks for with SIGTERM to the service's PID.
@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.http import ACCESS_LOG, ALLOW_ALL, REDIS_TIMEOUT, measure
 from tests.service_process import ServiceProcess
@@ -29,7 +29,7 @@ from tests.service_process import ServiceProcess
 ROOT = Path(__file__).resolve().parent.parent
 STDLIB = sysconfig.get_paths()["stdlib"]
 SAMPLES_PER_SECOND = 250
-TOP = int(os.environ.get("PROFILE_TOP", "15"))
+TOP = 12
 TRUNK_SHARE = 0.95
 
 
@@ -79,36 +79,72 @@ def child_pid(pid: int) -> int:
     raise RuntimeError(message)
 
 
+class Route(NamedTuple):
+    id: str
+    label: str
+    command: list[str]  # after the interpreter
+    env: dict[str, str]
+    path: str
+    redis: bool
+
+
+_APPS_HIGH = {"RATE_LIMIT_CAPACITY": "1000000000"}
+ROUTES = [
+    Route(
+        "bare_headers", "bare Tornado, setting the five headers", ["-m", "bench.apps", "bare_headers"], {}, "/", False
+    ),
+    Route("ours_local", "RateLimitedHandler, local backend", ["-m", "bench.apps", "ours"], _APPS_HIGH, "/", False),
+    Route("ours_redis", "RateLimitedHandler, Redis backend", ["-m", "bench.apps", "ours"], _APPS_HIGH, "/", True),
+    Route(
+        "service_local",
+        "service GET /api/whoami, local backend",
+        ["-m", "tornado_rate_limiter"],
+        ALLOW_ALL,
+        "/api/whoami",
+        False,
+    ),
+    Route(
+        "service_redis",
+        "service GET /api/whoami, Redis backend",
+        ["-m", "tornado_rate_limiter"],
+        {**ALLOW_ALL, "RATE_LIMIT_REDIS_TIMEOUT": REDIS_TIMEOUT},
+        "/api/whoami",
+        True,
+    ),
+]
+
+
 def run_profile(redis_url: str, seconds: float, warmup: float) -> dict[str, Any]:
+    """Every route of ROUTES profiled in turn; a route that fails says why and the others still run."""
+    routes = []
+    for route in ROUTES:
+        try:
+            routes.append({"id": route.id, "label": route.label, **profile_route(route, redis_url, seconds, warmup)})
+        except Exception as exc:
+            routes.append({"id": route.id, "label": route.label, "error": f"{type(exc).__name__}: {exc}"})
+    return {"routes": routes, "samples_per_second": SAMPLES_PER_SECOND}
+
+
+def profile_route(route: Route, redis_url: str, seconds: float, warmup: float) -> dict[str, Any]:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
         message = "py-spy is not installed: pip install -e '.[bench]'"
         raise RuntimeError(message)
     output = Path(tempfile.mkstemp(prefix="rl-profile-", suffix=".txt")[1])
     command = [py_spy, "record", "--format", "raw", "--function"]
-    command += [
-        "--rate",
-        str(SAMPLES_PER_SECOND),
-        "--output",
-        str(output),
-        "--",
-        sys.executable,
-        "-m",
-        "tornado_rate_limiter",
-    ]
-    env = {**ACCESS_LOG, **ALLOW_ALL, "REDIS_URL": redis_url, "RATE_LIMIT_REDIS_TIMEOUT": REDIS_TIMEOUT}
+    command += ["--rate", str(SAMPLES_PER_SECOND), "--output", str(output), "--", sys.executable, *route.command]
+    env = {**ACCESS_LOG, **route.env, **({"REDIS_URL": redis_url} if route.redis else {})}
     server = ServiceProcess(env=env, command=command)
     service = 0
     try:
         server.start()
         assert server.process is not None
         service = child_pid(server.process.pid)
-        measure(server.port, "/api/whoami", warmup)
-        load = measure(server.port, "/api/whoami", seconds)
+        measure(server.port, route.path, warmup)
+        load = measure(server.port, route.path, seconds)
         os.kill(service, signal.SIGTERM)  # the service drains and exits ...
         server.wait(timeout=30)  # ... and py-spy, its child gone, writes its output and exits
-        result = aggregate(output.read_text())
-        return {**result, "requests_per_s": load["requests_per_s"], "samples_per_second": SAMPLES_PER_SECOND}
+        return {**aggregate(output.read_text()), "requests_per_s": load["requests_per_s"]}
     finally:
         if service:  # after a failure above the service may still run: py-spy does not pass SIGTERM on
             with contextlib.suppress(ProcessLookupError):

@@ -13,11 +13,84 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+SECTIONS = ["library", "algorithms", "cpu", "http", "profile", "memory"]  # those of a full run (bench/__main__.py)
 Row = dict[str, Any]
 Figure = tuple[str, str, str]  # (section, row id, field)
 
 # (what, measured figure, compared with or None for an absolute goal, comparison, goal)
 TARGETS: list[tuple[str, Figure, Figure | None, str, float]] = [
+    # The limiter's own cost, measured in the server (cpu section): added CPU per request over a bare
+    # handler that sets the same headers, and requests per second at 64 connections.
+    (
+        "added server CPU per request, RateLimitedHandler on the local backend (us)",
+        ("cpu_derived", "ours_local_added_cpu", "value"),
+        None,
+        "<=",
+        10.0,
+    ),
+    (
+        "added server CPU per request, RateLimitedHandler on Redis (us)",
+        ("cpu_derived", "ours_redis_added_cpu", "value"),
+        None,
+        "<=",
+        30.0,
+    ),
+    (
+        "req/s at -c64, RateLimitedHandler local vs bare Tornado",
+        ("cpu", "ours_local", "c64_requests_per_s"),
+        ("cpu", "bare", "c64_requests_per_s"),
+        ">=",
+        0.95,
+    ),
+    (
+        "req/s at -c64, RateLimitedHandler Redis vs bare Tornado",
+        ("cpu", "ours_redis", "c64_requests_per_s"),
+        ("cpu", "bare", "c64_requests_per_s"),
+        ">=",
+        0.85,
+    ),
+    (
+        "req/s at -c64, RateLimitedHandler Redis vs Tornado + limits",
+        ("cpu", "ours_redis", "c64_requests_per_s"),
+        ("cpu", "limits", "c64_requests_per_s"),
+        ">=",
+        1.5,
+    ),
+    (
+        "req/s at -c64, RateLimitedHandler Redis vs Tornado + throttled-py",
+        ("cpu", "ours_redis", "c64_requests_per_s"),
+        ("cpu", "throttled", "c64_requests_per_s"),
+        ">=",
+        3.0,
+    ),
+    (
+        "p50 at -c1 on Redis over bare's p50 and one Redis round trip (ms)",
+        ("cpu_derived", "ours_redis_c1_p50_over_bare_and_round_trip_ms", "value"),
+        None,
+        "<=",
+        0.05,
+    ),
+    (
+        "p99 at -c64 on Redis over bare's p99 (ms)",
+        ("cpu_derived", "ours_redis_c64_p99_over_bare_ms", "value"),
+        None,
+        "<=",
+        2.0,
+    ),
+    (
+        "Redis decisions/s vs redis-benchmark, same script, 64 in flight on one connection",
+        ("library_redis", "ours_redis", "decisions_per_s"),
+        ("library_redis", "redis_benchmark_c1_p64", "decisions_per_s"),
+        ">=",
+        0.9,
+    ),
+    (
+        "Redis bytes per key at the memory keys, token bucket (INFO memory)",
+        ("algorithms_memory", "ours_token_bucket", "redis_bytes_per_key"),
+        None,
+        "<=",
+        100.0,
+    ),
     (
         "service route on Redis, policy file with three limits vs one: cost (one's req/s over three's)",
         ("http", "service_redis_one_limit", "requests_per_s"),
@@ -425,34 +498,112 @@ def profile_section(results: dict[str, Any]) -> list[str]:
     profile = results.get("profile")
     if not profile:
         return []
-    if "error" in profile:
-        return ["## Profile", "", f"failed: {profile['error']}", ""]
+    if "routes" not in profile:  # a run before the profiles of every route
+        return []
     settings = results["meta"]["settings"]
-    samples = profile["samples"]
+    lines = [
+        "## Where the time goes: each route under load",
+        "",
+        f"Each server started by `py-spy record --format raw --function --rate {profile['samples_per_second']}`",
+        f"while wrk loads it for {settings['profile_seconds']:g} s after a warm-up (Redis routes: the bench's",
+        "redis-server). py-spy pauses the process for each sample, so the req/s here are lower than below.",
+        "Self: the function was running (native code it called included); total: it was anywhere on the",
+        "stack (the frames under nearly every sample, the event loop's, are left out).",
+        "",
+    ]
+    for route in profile["routes"]:
+        lines += [f"### {route['label']}", ""]
+        if "error" in route:
+            lines += [f"failed: {route['error']}", ""]
+            continue
+        samples = route["samples"]
 
-    def rows(entries: list[list[Any]]) -> list[list[str]]:
-        return [[f"`{name}`", f"{count:,}", f"{count / samples:.1%}"] for name, count in entries]
+        def rows(entries: list[list[Any]], samples: int = samples) -> list[list[str]]:
+            return [[f"`{name}`", f"{count / samples:.1%}"] for name, count in entries]
 
+        lines += [
+            f"{samples:,} samples at {route['requests_per_s']:,.0f} req/s under the profiler.",
+            "",
+            *table(["by self samples", "share"], rows(route["self"][:8])),
+            "",
+            *table(["by total samples", "share"], rows(route["total"][:12])),
+            "",
+        ]
+    return lines
+
+
+def cpu_section(results: dict[str, Any]) -> list[str]:
+    rows_in, meta = results.get("cpu"), results.get("cpu_meta")
+    if not rows_in or not meta:
+        return []
+    by_id = {row["id"]: row for row in rows_in if "cpu_us_per_request" in row}
+    base, bare = by_id.get("bare_headers"), by_id.get("bare")
+    rows = []
+    for row in rows_in:
+        if "cpu_us_per_request" not in row:
+            rows.append([row["label"], *error_cells(row, 7)])
+            continue
+        cpu = row["cpu_us_per_request"]
+        added = f"{cpu - base['cpu_us_per_request']:+.1f}" if base else "-"
+        rounds = ", ".join(f"{entry['cpu_us_per_request']:.0f}" for entry in row["rounds"])
+        rows.append(
+            [
+                row["label"],
+                f"{cpu:.1f} ({rounds})",
+                added,
+                number(row["c64_requests_per_s"]),
+                ratio(row["c64_requests_per_s"], bare["c64_requests_per_s"] if bare else None),
+                f"{row['c64_p50_ms']:.2f} / {row['c64_p99_ms']:.2f}",
+                f"{row['c1_p50_ms']:.3f}",
+                str(int(row["non_2xx"])),
+            ]
+        )
     return [
-        "## Profile: the service on Redis under load",
+        "## Server CPU per request",
         "",
-        "`python -m tornado_rate_limiter` with REDIS_URL (capacity and refill 1e9), started by",
-        f"`py-spy record --format raw --function --rate {profile['samples_per_second']}` while wrk loads "
-        f"`GET /api/whoami` for {settings['profile_seconds']:g} s",
-        f"after a warm-up ({profile['requests_per_s']:,.0f} req/s under the profiler, which pauses the process "
-        f"for each sample). {samples:,} samples",
-        "of Python stacks: idle ones are not sampled, and those of the imports at start are left out. Self: the",
-        "function was running (native code it called included); total: it was anywhere on the stack.",
+        "What each server process spends per request, which the machine's noise moves far less than req/s:",
+        "its CPU time (user + system, `/proc/PID/stat`) before and after a "
+        f"`wrk -t1 -c32 -d{meta['seconds']:g}s` run, over the requests",
+        f"completed. Every server runs at once, idle but for its turn; {meta['rounds']} rounds, interleaved (each",
+        "server once per round), and the median of the rounds (each round's figure in brackets). Each round",
+        "also runs `wrk -c1` (p50 of a lone client: no batching can help) and `wrk -c64` (req/s, p50 and p99).",
+        "Limits are so high that every request is allowed; all requests come from 127.0.0.1: one key.",
+        f"A Redis PING round trip on this machine: {meta['redis_round_trip_ms']:.3f} ms; one `RateLimiter.acquire`",
+        f"on Redis with no other caller, in-process: {meta['lone_decision_ms']:.3f} ms (medians).",
         "",
-        "### By self samples",
+        *table(
+            [
+                "server",
+                "CPU us/request",
+                "added over bare + headers",
+                "req/s -c64",
+                "vs bare",
+                "p50 / p99 ms -c64",
+                "p50 ms -c1",
+                "non-2xx",
+            ],
+            rows,
+        ),
         "",
-        *table(["function", "self samples", "share"], rows(profile["self"])),
+    ]
+
+
+def redis_floor_section(results: dict[str, Any]) -> list[str]:
+    rows_in = results.get("redis_floor")
+    if not rows_in:
+        return []
+    keys = results["meta"]["settings"]["memory_keys"]
+    rows = [[row["label"], f"`{row['key_example']}`", f"{row['bytes_per_key']:.1f}"] for row in rows_in]
+    return [
+        "### What Redis spends per key, whatever we store",
         "",
-        "### By total samples",
+        f"{keys:,} keys written with `SET key value PX 3600000` in raw pipelines, one layout after another on",
+        "the emptied server; `INFO memory` used_memory after minus before, over the keys (bench/redis_floor.py).",
+        "Every key with a TTL costs Redis a keyspace entry and an expires entry (24 bytes each, 32 in jemalloc's",
+        "size classes) and a slot in each table: the floor row is what a key costs when its value is a shared",
+        "small integer (no allocation) and its name fits the smallest class.",
         "",
-        "Left out, being under nearly every sample: " + ", ".join(f"`{name}`" for name in profile["trunk"]) + ".",
-        "",
-        *table(["function", "total samples", "share"], rows(profile["total"])),
+        *table(["layout", "key", "Redis bytes/key"], rows),
         "",
     ]
 
@@ -492,17 +643,19 @@ def render(results: dict[str, Any]) -> str:
         "`python -m bench.report` writes this page again from `docs/benchmarks.json`.",
         "",
     ]
-    if meta["settings"]["quick"] or meta["sections"] != ["library", "algorithms", "http", "profile", "memory"]:
+    if meta["settings"]["quick"] or sorted(meta["sections"]) != sorted(SECTIONS):
         header += [f"**Partial run** (`python -m bench {' '.join(meta['arguments'])}`): not for comparison.", ""]
     sections = [
         header,
+        profile_section(results),
         targets_section(results),
+        cpu_section(results),
         library_section(results),
         algorithms_section(results),
+        redis_floor_section(results),
         http_section(results),
         proxy_section(results),
         memory_section(results),
-        profile_section(results),
         environment_section(results),
     ]
     return "\n".join(line for section in sections for line in section).rstrip() + "\n"
