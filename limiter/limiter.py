@@ -129,7 +129,11 @@ class RateLimiter:
         if isinstance(primary, LocalBackend):
             decision = primary.acquire_now(key, policy, cost)
         else:
-            decision = await self._decide_on_redis(primary, key, policy, cost)
+            decision = await self._through_breaker(
+                lambda: primary.acquire_from_redis(key, policy, cost),
+                lambda: self._decide_without_primary(key, policy, cost),
+                policy.name,
+            )
         self._count(identity_kind, policy.name, decision, started)
         return decision
 
@@ -170,17 +174,14 @@ class RateLimiter:
             )
         self._warned_eviction = bool(evicts)
 
-    async def _decide_on_redis(self, primary: RedisBackend, key: str, policy: AnyPolicy, cost: float) -> Decision:
-        return await self._through_breaker(
-            lambda: primary.acquire_from_redis(key, policy, cost),
-            lambda: self._decide_without_primary(key, policy, cost),
-            repr(policy.name),
-        )
-
     async def _through_breaker(
-        self, ask_redis: Callable[[], Awaitable[T]], without_redis: Callable[[], Awaitable[T]], what: str
+        self,
+        ask_redis: Callable[[], Awaitable[T]],
+        without_redis: Callable[[], Awaitable[T]],
+        what: str | Sequence[Charge],
     ) -> T:
-        """Ask Redis while the breaker lets us, else (or when Redis fails) answer ``without_redis``."""
+        """Ask Redis while the breaker lets us, else (or when Redis fails) answer ``without_redis``;
+        ``what`` (a policy's name, or the charges) names the call in a log line, made only for one."""
         try:
             permit = self.breaker.before_call()
         except CircuitOpenError:
@@ -201,7 +202,8 @@ class RateLimiter:
             # client is still answered (the cost was checked before, so this is never the caller's mistake)
             self.breaker.on_cancel(permit)
             self.metrics.errors.inc()
-            self._log_error(f"Redis rejected the call for {what} (a bug, not an outage)", traceback=True)
+            names = repr(what) if isinstance(what, str) else ", ".join(repr(charge.policy.name) for charge in what)
+            self._log_error(f"Redis rejected the call for {names} (a bug, not an outage)", traceback=True)
             return await without_redis()
         except BaseException:  # cancelled (the client went away): nothing about Redis
             self.breaker.on_cancel(permit)
@@ -223,7 +225,7 @@ class RateLimiter:
         verdict = await self._through_breaker(
             lambda: primary.acquire_all_checked(charges, costs),
             lambda: self._decide_all_without_primary(charges),
-            ", ".join(repr(charge.policy.name) for charge in charges),
+            charges,
         )
         self._count_all(identity_kind, charges, verdict, started)
         return verdict
