@@ -21,8 +21,8 @@ from tests.redis_process import RedisProcess
 
 SECTIONS = ["library", "algorithms", "cpu", "http", "profile", "memory"]
 FULL = {
-    "cpu_seconds": 4.0,
-    "cpu_rounds": 5,
+    "cpu_seconds": 2.0,
+    "cpu_rounds": 9,
     "library_seconds": 3.0,
     "http_seconds": 8.0,
     "http_warmup": 2.0,
@@ -49,6 +49,7 @@ def measure(sections: list[str], settings: dict[str, Any], started: float) -> di
     from bench.algorithms import run_algorithms
     from bench.cpu import run_cpu
     from bench.http import run_http
+    from bench.instructions import run_instructions
     from bench.memory import run_memory
     from bench.profile import run_profile
     from bench.proxy import run_proxy
@@ -83,6 +84,8 @@ def measure(sections: list[str], settings: dict[str, Any], started: float) -> di
             results["cpu"] = cpu.pop("rows")
             results["cpu_derived"] = derived_cpu_rows(results["cpu"], cpu)
             results["cpu_meta"] = cpu
+            log(started, "cpu: instructions per request under callgrind (~2.5 min)")
+            results["instructions"] = run_instructions(redis.url)
         if "http" in sections:
             log(started, "http")
             results["http"] = run_http(redis.url, settings["http_seconds"], settings["http_warmup"], flush)

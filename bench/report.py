@@ -585,6 +585,37 @@ def cpu_section(results: dict[str, Any]) -> list[str]:
             rows,
         ),
         "",
+        *instructions_lines(results),
+    ]
+
+
+def instructions_lines(results: dict[str, Any]) -> list[str]:
+    rows_in = results.get("instructions")
+    if not rows_in:
+        return []
+    by_id = {row["id"]: row for row in rows_in if "instructions_per_request" in row}
+    base = by_id.get("bare_headers")
+    rows = []
+    for row in rows_in:
+        if "instructions_per_request" not in row:
+            rows.append([row["label"], *error_cells(row, 2)])
+            continue
+        count = row["instructions_per_request"]
+        added = count - base["instructions_per_request"] if base else None
+        share = (
+            f"{added:+,.0f} ({added / base['instructions_per_request']:+.1%})" if base and added is not None else "-"
+        )
+        rows.append([row["label"], number(count), share])
+    return [
+        "### Instructions per request (callgrind)",
+        "",
+        "The same apps, one request at a time through Tornado's whole flow in one process, on a connection that",
+        "writes nowhere (no kernel, no load generator): valgrind's count of the instructions one request costs,",
+        "the difference of two runs (bench/instructions.py). Noise does not move it; it leaves out what batching",
+        "saves under load (on Redis each request here is a round trip of its own).",
+        "",
+        *table(["app", "instructions/request", "added over bare + headers"], rows),
+        "",
     ]
 
 
