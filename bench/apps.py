@@ -1,12 +1,13 @@
 """The servers the service is compared with over HTTP: `python -m bench.apps <kind>`, one of KINDS.
 
 bare: Tornado's hello world, the ceiling for any handler. bare_headers: the same, also setting the five
-rate-limit headers ours sends, with fixed values (what the headers alone cost). limits: the same app whose
-prepare() checks a limit with the `limits` package (async moving window on $REDIS_URL, keyed by the remote
-address) and answers 429 when it is denied. throttled: likewise with throttled-py's Redis token bucket.
-ours: the same hello world as a RateLimitedHandler of this project, as a library user mounts it (a plain
-tornado Application, the limit on $REDIS_URL or, unset, in memory): the same response as bare's, plus the
-rate-limit headers. All read PORT, HOST, REDIS_URL and
+rate-limit headers ours sends, with fixed values (what the headers alone cost). bare_streamed: bare_headers
+in Tornado's streaming mode (stream_request_body), as ours is so that it checks before the body is read.
+limits: the same app whose prepare() checks a limit with the `limits` package (async moving window on
+$REDIS_URL, keyed by the remote address) and answers 429 when it is denied. throttled: likewise with
+throttled-py's Redis token bucket. ours: the same hello world as a RateLimitedHandler of this project, as a
+library user mounts it (a plain tornado Application, the limit on $REDIS_URL or, unset, in memory): the
+same response as bare's, plus the rate-limit headers. All read PORT, HOST, REDIS_URL and
 RATE_LIMIT_CAPACITY (per second).
 Both log server errors (5xx) only, as the service does with ACCESS_LOG=errors (the benchmark sets it):
 the comparison measures the limiter, not the access log.
@@ -49,6 +50,15 @@ class HeadersHelloHandler(HelloHandler):
         self.write("Hello, world")
 
 
+@tornado.web.stream_request_body
+class StreamedHeadersHelloHandler(HeadersHelloHandler):
+    """HeadersHelloHandler in Tornado's streaming mode, as RateLimitedHandler is (to check before the body
+    is read): what that mode alone costs, the floor for any limiter that checks before the body."""
+
+    def data_received(self, chunk: bytes) -> None:
+        pass
+
+
 class ThrottledHelloHandler(HelloHandler):
     async def prepare(self) -> None:
         limiter: throttled.asyncio.Throttled = self.settings["limiter"]
@@ -76,7 +86,7 @@ class Application(tornado.web.Application):
             super().log_request(handler)
 
 
-KINDS = ("bare", "bare_headers", "ours", "limits", "throttled")
+KINDS = ("bare", "bare_headers", "bare_streamed", "ours", "limits", "throttled")
 
 
 def make_app(kind: str) -> Application:
@@ -84,6 +94,8 @@ def make_app(kind: str) -> Application:
         return Application([(r"/", HelloHandler), (r"/health", HealthHandler)])
     if kind == "bare_headers":
         return Application([(r"/", HeadersHelloHandler), (r"/health", HealthHandler)])
+    if kind == "bare_streamed":
+        return Application([(r"/", StreamedHeadersHelloHandler), (r"/health", HealthHandler)])
     if kind == "throttled":
         high = int(os.environ.get("RATE_LIMIT_CAPACITY", "60"))
         store = throttled.asyncio.store.RedisStore(server=os.environ["REDIS_URL"], options={})

@@ -42,6 +42,14 @@ class Server(NamedTuple):
 SERVERS = [
     Server("bare", "bare Tornado hello world", [*APPS, "bare"], {}, "/", False),
     Server("bare_headers", "bare, setting the five rate-limit headers", [*APPS, "bare_headers"], {}, "/", False),
+    Server(
+        "bare_streamed",
+        "bare + headers, in streaming mode (stream_request_body)",
+        [*APPS, "bare_streamed"],
+        {},
+        "/",
+        False,
+    ),
     Server("ours_local", "RateLimitedHandler hello world, local backend", [*APPS, "ours"], _HIGH_CAPACITY, "/", False),
     Server("ours_redis", "RateLimitedHandler hello world, Redis backend", [*APPS, "ours"], _HIGH_CAPACITY, "/", True),
     Server("service_local", "service, GET /api/whoami, local backend", SERVICE, ALLOW_ALL, "/api/whoami", False),

@@ -30,6 +30,7 @@ WARM, N = 300, 1000
 APPS = [
     ("bare", "bare Tornado hello world", False),
     ("bare_headers", "bare, setting the five rate-limit headers", False),
+    ("bare_streamed", "bare + headers, in streaming mode (stream_request_body)", False),
     ("ours_local", "RateLimitedHandler hello world, local backend", False),
     ("ours_redis", "RateLimitedHandler hello world, Redis backend", True),
 ]

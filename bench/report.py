@@ -241,6 +241,112 @@ def targets_section(results: dict[str, Any]) -> list[str]:
     return ["## Targets", "", *table(["target", "measured", "goal", ""], rows), ""]
 
 
+def _difference(
+    results: dict[str, Any], section: str, field: str, minuend: str, subtrahend: str, digits: int = 1
+) -> str:
+    high, low = figure(results, (section, minuend, field)), figure(results, (section, subtrahend, field))
+    return "-" if high is None or low is None else f"{high - low:+,.{digits}f}"
+
+
+def _quotient(results: dict[str, Any], section: str, field: str, numerator: str, denominator: str) -> str:
+    return ratio(figure(results, (section, numerator, field)), figure(results, (section, denominator, field)))
+
+
+def _bounds(results: dict[str, Any]) -> dict[str, str]:
+    """For each target this project may miss on this machine: what bounds it, from this run's figures, and
+    what would move it. Keyed by the target's first words (TARGETS)."""
+
+    def cpu(high: str, low: str) -> str:
+        return _difference(results, "cpu", "cpu_us_per_request", high, low)
+
+    def instructions(high: str, low: str) -> str:
+        return _difference(results, "instructions", "instructions_per_request", high, low, digits=0)
+
+    def rps(numerator: str, denominator: str) -> str:
+        return _quotient(results, "cpu", "c64_requests_per_s", numerator, denominator)
+
+    meta = results.get("cpu_meta") or {}
+    lone, trip = meta.get("lone_decision_ms"), meta.get("redis_round_trip_ms")
+    three = figure(results, ("several_limits", "three_limits", "redis_us_per_request"))
+    one = figure(results, ("several_limits", "one_limit", "redis_us_per_request"))
+    floor = {row["id"]: row["bytes_per_key"] for row in results.get("redis_floor") or []}
+    check_before_body = (
+        f"Tornado's streaming mode, which RateLimitedHandler needs to check before the body is read (DESIGN.md),"
+        f" costs {cpu('bare_streamed', 'bare_headers')} us and {instructions('bare_streamed', 'bare_headers')}"
+        " instructions per request by itself (bare + headers in streaming mode, above): `_execute` runs as a task"
+        " that waits for the body's future, two event-loop turns more than bare. Our own check costs"
+        f" {cpu('ours_local', 'bare_streamed')} us ({instructions('ours_local', 'bare_streamed')} instructions)"
+        " over that: the plan lookup, acquire_now, the header values. The profile above shows no frame of ours"
+        " among the top self samples; the rest is Tornado's."
+    )
+    return {
+        "added server CPU per request, RateLimitedHandler on the local backend": check_before_body
+        + " What would move it: a Tornado hook that runs before the body is read without streaming mode; or"
+        " compiling our path (mypyc on limiter/local.py, algorithms/ and bucket.py took acquire_now from"
+        " 516k to 711k decisions/s when tried on 2026-12-03: about 0.5 us per request).",
+        "added server CPU per request, RateLimitedHandler on Redis": f"On top of the local path,"
+        f" {cpu('ours_redis', 'ours_local')} us ({instructions('ours_redis', 'ours_local')} instructions in-process,"
+        " where every request is a round trip of its own): the reply's future, the handler's coroutine waking in a"
+        " later loop turn, the socket's write and read (shared by a batch), and parsing. At 32 connections"
+        " requests arrive across loop turns, so batches are small. What would move it: bigger batches (a server"
+        " with more connections), or a compiled reply path.",
+        "req/s at -c64, RateLimitedHandler local vs bare": "Setting the five headers alone gets"
+        f" {rps('bare_headers', 'bare')} bare's req/s, and streaming mode {rps('bare_streamed', 'bare')}: the goal"
+        " leaves next to nothing for the check itself. " + check_before_body,
+        "req/s at -c64, RateLimitedHandler Redis vs bare": "The CPU above: the server is CPU-bound at 64"
+        " connections, so req/s follow the CPU per request.",
+        "req/s at -c64, RateLimitedHandler Redis vs Tornado + limits": f"A limiter that cost nothing would reach"
+        f" {rps('bare', 'limits')} (bare's req/s over this app's); the goal asks for more than"
+        " 90% of bare's throughput on Redis. Per request, limits' app adds "
+        f"{cpu('limits', 'bare_headers')} us of CPU to ours' {cpu('ours_redis', 'bare_headers')} (cpu section).",
+        "req/s at -c64, RateLimitedHandler Redis vs Tornado + throttled": f"Not reachable here: even a limiter"
+        f" that cost nothing would reach {rps('bare', 'throttled')} (bare's req/s over this app's). Per request,"
+        f" throttled-py's app adds {cpu('throttled', 'bare_headers')} us of CPU to ours'"
+        f" {cpu('ours_redis', 'bare_headers')}.",
+        "p50 at -c1 on Redis": f"A lone decision in-process takes {lone or 0:.3f} ms against a PING round trip"
+        f" of {trip or 0:.3f} ms: the write, epoll waking the loop, the read and the reply handed to the"
+        " caller's coroutine, each a loop turn (three per decision). The local route's p50 at -c1 is"
+        f" {_difference(results, 'cpu', 'c1_p50_ms', 'ours_local', 'bare', digits=3)} ms over bare's."
+        " What would move it: writing a lone call at once instead of at the next loop turn (saves one turn;"
+        " to be measured against what it costs batching under load).",
+        "p99 at -c64 on Redis": "At 64 connections the server is saturated, so latency follows throughput:"
+        f" p50 at -c64 is {_quotient(results, 'cpu', 'c64_p50_ms', 'ours_redis', 'bare')} bare's and the CPU per"
+        f" request {_quotient(results, 'cpu', 'cpu_us_per_request', 'ours_redis', 'bare')}; the p99 grows with"
+        " them. What would move it: what lowers the CPU per request.",
+        "Redis bytes per key": f"Redis 7.0 spends {floor.get('floor', 0):.1f} bytes on a key with a TTL even"
+        " with a 7-byte name and a shared integer value ('What Redis spends per key'). Packing a bucket's two"
+        f" doubles in 16 bytes takes a key from {floor.get('ours', 0):.1f} to {floor.get('binary_value', 0):.1f}"
+        f" there, and a shorter name on top saves nothing ({floor.get('short_key_binary', 0):.1f}: jemalloc's size"
+        " classes); neither reaches 100 while each identity is a key with its own TTL. What would move it:"
+        " Redis 7.4's per-field TTLs (HPEXPIRE), holding many identities in one hash, or Redis 8's embedded keys.",
+        "the same in the library alone": f"Redis itself spends {three or 0:.1f} us per request of three limits"
+        f" against {one or 0:.1f} for one (INFO commandstats): each limit reads, decides and writes its own key."
+        " Over HTTP (the row above) the rest of the request dilutes it.",
+        "local backend decisions/s (acquire_now) vs token-bucket": "token-bucket's consume keeps no bound on"
+        " the keys, no expiry and returns a bool; ours keeps the LRU order (a pop and a reinsert), the shard's"
+        " lock and a Decision. Compiling ours with mypyc (tried, not adopted) reached 0.57x.",
+    }
+
+
+def bounds_section(results: dict[str, Any]) -> list[str]:
+    """The targets missed in this run, each with what bounds it and what would move it."""
+    bounds = _bounds(results)
+    lines = []
+    for what, measured, base, comparison, goal in TARGETS:
+        value = figure(results, measured)
+        if base is not None:
+            reference = figure(results, base)
+            value = value / reference if value is not None and reference else None
+        if value is None or _COMPARE[comparison](value, goal):
+            continue
+        reason = next((text for start, text in bounds.items() if what.startswith(start)), None)
+        if reason is not None:
+            lines.append(f"- **{what}**: {reason}")
+    if not lines:
+        return []
+    return ["## Targets missed: what bounds them", "", *lines, ""]
+
+
 def error_cells(row: Row, columns: int) -> list[str]:
     return [f"failed: {row['error']}", *["-"] * (columns - 1)]
 
@@ -680,6 +786,7 @@ def render(results: dict[str, Any]) -> str:
         header,
         profile_section(results),
         targets_section(results),
+        bounds_section(results),
         cpu_section(results),
         library_section(results),
         algorithms_section(results),
