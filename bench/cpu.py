@@ -17,9 +17,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
-from bench.http import ACCESS_LOG, ALLOW_ALL, HIGH, REDIS_TIMEOUT, SERVICE, run_wrk
+from bench.http import ACCESS_LOG, ALLOW_ALL, HIGH, REDIS_TIMEOUT, SERVICE, Server, run_wrk
 from tests.service_process import ServiceProcess
 from tornado_rate_limiter.limiter import Policy, RateLimiter, RedisBackend
 
@@ -28,15 +28,6 @@ CPU_CONNECTIONS = 32
 APPS = [sys.executable, "-m", "bench.apps"]
 _HIGH_CAPACITY = {"RATE_LIMIT_CAPACITY": HIGH}
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class Server(NamedTuple):
-    id: str
-    label: str
-    command: list[str]
-    env: dict[str, str]
-    path: str
-    redis: bool  # given REDIS_URL
 
 
 SERVERS = [
