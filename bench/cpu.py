@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.http import ACCESS_LOG, ALLOW_ALL, HIGH, REDIS_TIMEOUT, SERVICE, Server, run_wrk
+from bench.http import ACCESS_LOG, HIGH, SERVICE_LOCAL, SERVICE_REDIS, Server, run_wrk
 from tests.service_process import ServiceProcess
 from tornado_rate_limiter.limiter import Policy, RateLimiter, RedisBackend
 
@@ -43,15 +43,8 @@ SERVERS = [
     ),
     Server("ours_local", "RateLimitedHandler hello world, local backend", [*APPS, "ours"], _HIGH_CAPACITY, "/", False),
     Server("ours_redis", "RateLimitedHandler hello world, Redis backend", [*APPS, "ours"], _HIGH_CAPACITY, "/", True),
-    Server("service_local", "service, GET /api/whoami, local backend", SERVICE, ALLOW_ALL, "/api/whoami", False),
-    Server(
-        "service_redis",
-        "service, GET /api/whoami, Redis backend",
-        SERVICE,
-        {**ALLOW_ALL, "RATE_LIMIT_REDIS_TIMEOUT": REDIS_TIMEOUT},
-        "/api/whoami",
-        True,
-    ),
+    SERVICE_LOCAL,
+    SERVICE_REDIS,
     Server("limits", "Tornado + limits (async moving window, Redis)", [*APPS, "limits"], _HIGH_CAPACITY, "/", True),
     Server(
         "throttled", "Tornado + throttled-py (token bucket, Redis)", [*APPS, "throttled"], _HIGH_CAPACITY, "/", True

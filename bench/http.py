@@ -44,17 +44,23 @@ class Server(NamedTuple):
     redis: bool  # given REDIS_URL
 
 
+# The service's own route, allowing everything, on each backend (the cpu section runs them too).
+SERVICE_LOCAL = Server(
+    "service_local", "service, GET /api/whoami, local backend", SERVICE, ALLOW_ALL, "/api/whoami", False
+)
+SERVICE_REDIS = Server(
+    "service_redis",
+    "service, GET /api/whoami, Redis backend",
+    SERVICE,
+    {**ALLOW_ALL, "RATE_LIMIT_REDIS_TIMEOUT": REDIS_TIMEOUT},
+    "/api/whoami",
+    True,
+)
+
 SERVERS = [
     Server("tornado_bare", "bare Tornado hello world", [sys.executable, "-m", "bench.apps", "bare"], {}, "/", False),
-    Server("service_local", "service, GET /api/whoami, local backend", SERVICE, ALLOW_ALL, "/api/whoami", False),
-    Server(
-        "service_redis",
-        "service, GET /api/whoami, Redis backend",
-        SERVICE,
-        {**ALLOW_ALL, "RATE_LIMIT_REDIS_TIMEOUT": REDIS_TIMEOUT},
-        "/api/whoami",
-        True,
-    ),
+    SERVICE_LOCAL,
+    SERVICE_REDIS,
     Server(
         "tornado_limits",
         "Tornado + limits (async moving window, Redis) in prepare()",
