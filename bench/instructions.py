@@ -6,7 +6,8 @@ server's work without the kernel's. Each app runs ``WARM + N`` requests and ``WA
 callgrind, in separate processes; the difference over N is one request's instructions (start-up, imports
 and the warm-up cancel out). PYTHONHASHSEED is fixed, so a rerun counts the same within a few hundred.
 
-`python -m bench.instructions <app> <requests>` runs the requests (what callgrind is given).
+`python -m bench.instructions <kind> <requests>` runs the requests of one of bench/apps.py's KINDS (what
+callgrind is given).
 """
 
 from __future__ import annotations
@@ -24,16 +25,14 @@ import tornado.httputil
 import tornado.web
 
 from bench import apps
+from bench.cpu import APPS, SERVERS
+from bench.http import Server
 
 Row = dict[str, Any]
 WARM, N = 300, 1000
-APPS = [
-    ("bare", "bare Tornado hello world", False),
-    ("bare_headers", "bare, setting the five rate-limit headers", False),
-    ("bare_streamed", "bare + headers, in streaming mode (stream_request_body)", False),
-    ("ours_local", "RateLimitedHandler hello world, local backend", False),
-    ("ours_redis", "RateLimitedHandler hello world, Redis backend", True),
-]
+# The cpu section's servers that are one of bench/apps.py's apps, minus the peers (their Redis clients'
+# round trips would be the count): the same ids and labels in both tables.
+MEASURED = [spec for spec in SERVERS if spec.command[: len(APPS)] == APPS and spec.id not in ("limits", "throttled")]
 _HEADERS = {"Host": "127.0.0.1:8080", "User-Agent": "wrk", "Accept": "*/*"}
 
 
@@ -82,18 +81,14 @@ async def _requests(app: tornado.web.Application, count: int) -> None:
         await connection.done
 
 
-def _app(app_id: str) -> tornado.web.Application:
-    kind = {"ours_local": "ours", "ours_redis": "ours"}.get(app_id, app_id)
-    return apps.make_app(kind)
-
-
-def _count(app_id: str, requests: int, redis_url: str | None) -> int:
-    env = {**os.environ, "PYTHONHASHSEED": "0", "RATE_LIMIT_CAPACITY": "1000000000"}
+def _count(spec: Server, requests: int, redis_url: str) -> int:
+    env = {**os.environ, **spec.env, "PYTHONHASHSEED": "0"}  # spec.env: limits too high to deny
     env.pop("REDIS_URL", None)
-    if redis_url is not None:
+    if spec.redis:
         env["REDIS_URL"] = redis_url
+    kind = spec.command[len(APPS)]
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    command += [sys.executable, "-m", "bench.instructions", app_id, str(requests)]
+    command += [sys.executable, "-m", "bench.instructions", kind, str(requests)]
     output = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=True).stderr
     match = re.search(r"Collected : (\d+)", output)
     if match is None:
@@ -104,25 +99,24 @@ def _count(app_id: str, requests: int, redis_url: str | None) -> int:
 
 def run_instructions(redis_url: str) -> list[Row]:
     if shutil.which("valgrind") is None:
-        return [{"id": app_id, "label": label, "error": "valgrind is not installed"} for app_id, label, _ in APPS]
+        return [{"id": spec.id, "label": spec.label, "error": "valgrind is not installed"} for spec in MEASURED]
 
-    def measure(app_id: str, label: str, on_redis: bool) -> Row:
-        url = redis_url if on_redis else None
+    def measure(spec: Server) -> Row:
         try:
-            short, long = _count(app_id, WARM + N, url), _count(app_id, WARM + 2 * N, url)
+            short, long = _count(spec, WARM + N, redis_url), _count(spec, WARM + 2 * N, redis_url)
         except Exception as exc:
-            return {"id": app_id, "label": label, "error": f"{type(exc).__name__}: {exc}"}
-        return {"id": app_id, "label": label, "instructions_per_request": (long - short) / N}
+            return {"id": spec.id, "label": spec.label, "error": f"{type(exc).__name__}: {exc}"}
+        return {"id": spec.id, "label": spec.label, "instructions_per_request": (long - short) / N}
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # one valgrind per core
-        return list(pool.map(lambda spec: measure(*spec), APPS))
+        return list(pool.map(measure, MEASURED))
 
 
 def main() -> None:
-    app_id, requests = sys.argv[1], int(sys.argv[2])
+    kind, requests = sys.argv[1], int(sys.argv[2])
 
     async def run() -> None:
-        await _requests(_app(app_id), requests)
+        await _requests(apps.make_app(kind), requests)
 
     asyncio.run(run())
 

@@ -227,13 +227,19 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
 
 
+def target_value(results: dict[str, Any], measured: Figure, base: Figure | None) -> float | None:
+    """A target's figure in this run: the measured one, or its ratio to ``base``; None if either is missing."""
+    value = figure(results, measured)
+    if base is None:
+        return value
+    reference = figure(results, base)
+    return value / reference if value is not None and reference else None
+
+
 def targets_section(results: dict[str, Any]) -> list[str]:
     rows = []
     for what, measured, base, comparison, goal in TARGETS:
-        value = figure(results, measured)
-        if base is not None:
-            reference = figure(results, base)
-            value = value / reference if value is not None and reference else None
+        value = target_value(results, measured, base)
         shown = "-" if value is None else (f"{value:.2f}x" if base is not None else number(value, 1))
         wanted = f"{comparison} {goal:g}{'x' if base is not None else ''}"
         verdict = "not measured" if value is None else ("met" if _COMPARE[comparison](value, goal) else "missed")
@@ -334,10 +340,7 @@ def bounds_section(results: dict[str, Any]) -> list[str]:
     bounds = _bounds(results)
     lines = []
     for what, measured, base, comparison, goal in TARGETS:
-        value = figure(results, measured)
-        if base is not None:
-            reference = figure(results, base)
-            value = value / reference if value is not None and reference else None
+        value = target_value(results, measured, base)
         if value is None or _COMPARE[comparison](value, goal):
             continue
         reason = next((text for start, text in bounds.items() if what.startswith(start)), None)
@@ -708,10 +711,10 @@ def instructions_lines(results: dict[str, Any]) -> list[str]:
             rows.append([row["label"], *error_cells(row, 2)])
             continue
         count = row["instructions_per_request"]
-        added = count - base["instructions_per_request"] if base else None
-        share = (
-            f"{added:+,.0f} ({added / base['instructions_per_request']:+.1%})" if base and added is not None else "-"
-        )
+        share = "-"
+        if base:
+            added = count - base["instructions_per_request"]
+            share = f"{added:+,.0f} ({added / base['instructions_per_request']:+.1%})"
         rows.append([row["label"], number(count), share])
     return [
         "### Instructions per request (callgrind)",
