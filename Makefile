@@ -10,10 +10,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
 
-install-test: $(BIN)/python  # bench's peers too: mypy checks bench/ against their types
-	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench]'
+# The versions of constraints.txt (the lock), so a release made since cannot change a clean run; bench's
+# peers too: mypy checks bench/ against their types.
+install-test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dev,bench]'
 
 run: install
 	$(BIN)/python -m tornado_rate_limiter
@@ -41,7 +43,7 @@ test-lowest:
 
 # Benchmarks (bench/): installs the peers, runs every measurement once and writes docs/BENCHMARKS.md.
 bench: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	scripts/ensure-redis-server
 	scripts/ensure-nginx
 	scripts/ensure-wrk

@@ -168,7 +168,7 @@ def _sentinel(url: str, options: dict[str, Any], timeout: float) -> aioredis.Red
     sentinel_options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}  # asked outside a deadline
     if "password" in connect:
         sentinel_options["password"] = connect["password"]
-    sentinel = Sentinel(_hosts(parts.netloc), sentinel_kwargs=sentinel_options, **options, **connect)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(_hosts(parts.netloc), sentinel_kwargs=sentinel_options, **options, **connect)
     master: aioredis.Redis = sentinel.master_for(unquote(service))
     return master
 
