@@ -74,6 +74,7 @@ def make_rate_limit_config(
         forwarded_header=settings.forwarded_header,
         ipv6_prefix=settings.ipv6_prefix,
         jwt_secret=settings.jwt_secret,
+        route_case=settings.route_case,
     )
 
 
@@ -162,7 +163,7 @@ def make_app(
         (r"/livez", LivenessHandler),
         (r"/readyz", ReadinessHandler),
         (r"/metrics", MetricsHandler),
-        (rf"{CHECK_PATH}(?:/.*)?", ForwardAuthHandler),
+        (rf"{CHECK_PATH}(?:/.*)?", ForwardAuthHandler, {"proxy": settings.forward_auth}),
     ]
     if demo_routes:
         service_routes += [(r"/api/whoami", WhoAmIHandler), (r"/api/echo(?:/.*)?", EchoHandler)]

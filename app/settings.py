@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tornado_rate_limiter.app.connections import default_max_connections
+from tornado_rate_limiter.handlers.forward_auth import ORIGINAL_REQUEST_HEADERS
+from tornado_rate_limiter.handlers.ratelimited import ROUTE_CASES
 from tornado_rate_limiter.limiter import FixedWindow, Policy, SlidingWindow
 from tornado_rate_limiter.limiter.algorithms import BY_NAME, AnyPolicy
 from tornado_rate_limiter.limiter.algorithms.window import MIN_WINDOW
@@ -34,6 +36,10 @@ _POLICY_VARIABLES = tuple(
 # ACCESS_LOG: every request, server errors (5xx) only, or none. Not "all" by default: one log line per
 # request, 429s included, costs a tenth of a request's time and floods the log in an attack.
 ACCESS_LOG_CHOICES = ("all", "errors", "off")
+# RATE_LIMIT_FORWARD_AUTH: the proxy in front of /check, which says which headers carry the original request.
+FORWARD_AUTH_CHOICES = tuple(ORIGINAL_REQUEST_HEADERS)
+# RATE_LIMIT_ROUTE_CASE: whether the route table's paths match letters of either case.
+ROUTE_CASE_CHOICES = ROUTE_CASES
 
 
 class SettingsError(ValueError):
@@ -233,6 +239,8 @@ SETTINGS_HELP = (
     ("RATE_LIMIT_TRUSTED_PROXIES", "unset", "addresses or CIDRs whose forwarding header is believed"),
     ("RATE_LIMIT_TRUSTED_HOPS", "0", "number of proxies in front that append the address they saw"),
     ("RATE_LIMIT_FORWARDED_HEADER", "X-Forwarded-For", "X-Forwarded-For or Forwarded"),
+    ("RATE_LIMIT_FORWARD_AUTH", "nginx", "the proxy asking /check: nginx, traefik or envoy (whose headers are read)"),
+    ("RATE_LIMIT_ROUTE_CASE", "sensitive", "route paths match letters of one case (sensitive) or either"),
     ("RATE_LIMIT_IPV6_PREFIX", "64", "IPv6 clients are grouped per network of this many bits (32-128)"),
     ("JWT_SECRET", "unset", "HS256 key (32+ bytes) for Authorization: Bearer tokens"),
     ("RATE_LIMIT_FALLBACK_SHARE", "1", "share (0-1], or 1/N, of each limit a process allows while Redis is down"),
@@ -247,6 +255,8 @@ SETTINGS_HELP = (
     ("BODY_TIMEOUT", "15", "seconds a request body has to arrive"),
     ("RESPONSE_TIMEOUT", "30", "seconds from a request's head until its response is sent (read by the client)"),
     ("MAX_BODY_BYTES", "65536", "the largest request body accepted (400 beyond, unread)"),
+    ("MAX_HEADERS", "100", "header lines a request head may have (431 beyond, before they are parsed)"),
+    ("MAX_HEADER_BYTES", "16384", "bytes a request head may have, its request line included (431 beyond)"),
 )
 
 
@@ -274,6 +284,8 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()  # RATE_LIMIT_TRUSTED_PROXIES
     trusted_hops: int = 0  # RATE_LIMIT_TRUSTED_HOPS
     forwarded_header: str = "x-forwarded-for"  # RATE_LIMIT_FORWARDED_HEADER: or "forwarded"
+    forward_auth: str = "nginx"  # RATE_LIMIT_FORWARD_AUTH: "nginx", "traefik" or "envoy", the proxy asking /check
+    route_case: str = "sensitive"  # RATE_LIMIT_ROUTE_CASE: "sensitive" or "insensitive"
     ipv6_prefix: int = 64  # RATE_LIMIT_IPV6_PREFIX
     jwt_secret: str | None = None  # JWT_SECRET; unset: every client is anonymous
     fallback_share: float = 1.0  # RATE_LIMIT_FALLBACK_SHARE: share of each limit a process allows alone
@@ -288,6 +300,8 @@ class Settings:
     body_timeout: float = 15.0  # BODY_TIMEOUT: seconds a request body has to arrive
     response_timeout: float = 30.0  # RESPONSE_TIMEOUT: seconds from a request's head to its response sent
     max_body_bytes: int = 65536  # MAX_BODY_BYTES: the largest request body accepted (400 beyond)
+    max_headers: int = 100  # MAX_HEADERS: header lines of a request head at most (431 beyond)
+    max_header_bytes: int = 16384  # MAX_HEADER_BYTES: bytes of a request head at most (431 beyond)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -317,6 +331,8 @@ class Settings:
             forwarded_header=_choice(
                 environ, "RATE_LIMIT_FORWARDED_HEADER", cls.forwarded_header, ("x-forwarded-for", "forwarded")
             ),
+            forward_auth=_choice(environ, "RATE_LIMIT_FORWARD_AUTH", cls.forward_auth, FORWARD_AUTH_CHOICES),
+            route_case=_choice(environ, "RATE_LIMIT_ROUTE_CASE", cls.route_case, ROUTE_CASE_CHOICES),
             ipv6_prefix=_integer(environ, "RATE_LIMIT_IPV6_PREFIX", cls.ipv6_prefix, 32, 128),
             jwt_secret=_secret(environ, "JWT_SECRET"),
             fallback_share=_share(environ, "RATE_LIMIT_FALLBACK_SHARE", cls.fallback_share),
@@ -333,13 +349,20 @@ class Settings:
             body_timeout=_number(environ, "BODY_TIMEOUT", cls.body_timeout, 0, 3600, "seconds"),
             response_timeout=_number(environ, "RESPONSE_TIMEOUT", cls.response_timeout, 0, 3600, "seconds"),
             max_body_bytes=_integer(environ, "MAX_BODY_BYTES", cls.max_body_bytes, 0, 1 << 30),
+            max_headers=_integer(environ, "MAX_HEADERS", cls.max_headers, 1, 10000),
+            max_header_bytes=_integer(environ, "MAX_HEADER_BYTES", cls.max_header_bytes, 1024, 1 << 20),
         ).checked()
 
     def checked(self) -> Settings:
         """Checks that involve more than one variable, and of values given in code rather than read."""
-        if self.access_log not in ACCESS_LOG_CHOICES:
-            message = f"ACCESS_LOG={self.access_log!r} is not valid: expected {' or '.join(ACCESS_LOG_CHOICES)}"
-            raise SettingsError(message)
+        for value, name, choices in (
+            (self.access_log, "ACCESS_LOG", ACCESS_LOG_CHOICES),
+            (self.forward_auth, "RATE_LIMIT_FORWARD_AUTH", FORWARD_AUTH_CHOICES),
+            (self.route_case, "RATE_LIMIT_ROUTE_CASE", ROUTE_CASE_CHOICES),
+        ):
+            if value not in choices:
+                message = f"{name}={value!r} is not valid: expected {' or '.join(choices)}"
+                raise SettingsError(message)
         for algorithm, name in (
             (self.ip_algorithm, "RATE_LIMIT_ALGORITHM"),
             (self.user_algorithm, "RATE_LIMIT_USER_ALGORITHM"),

@@ -8,37 +8,68 @@ exemptions and shadow policies apply to the original request, never to /check it
 
 from __future__ import annotations
 
+from tornado_rate_limiter.handlers.client_ip import parse_address
 from tornado_rate_limiter.handlers.ratelimited import RateLimitedHandler
+from tornado_rate_limiter.limiter.policies import normalize_path
 
 CHECK_PATH = "/check"
-# What a proxy may ask a denial to be answered with: nginx's auth_request takes 401 and 403 as "deny"
-# and any other status as an error, so its config asks for one of them and maps it back to a 429.
-DENY_STATUSES = frozenset({401, 403, 429})
 DENY_STATUS_HEADER = "X-RateLimit-Deny-Status"
+# Which headers carry the original request's method and URI, by the proxy asking (RATE_LIMIT_FORWARD_AUTH).
+# Envoy's ext_authz asks with the original method, at /check followed by the original path: None.
+ORIGINAL_REQUEST_HEADERS: dict[str, tuple[str, str] | None] = {
+    "nginx": ("X-Original-Method", "X-Original-URI"),  # as deploy/nginx/nginx.conf sets them
+    "traefik": ("X-Forwarded-Method", "X-Forwarded-Uri"),  # as ForwardAuth sets them
+    "envoy": None,
+}
 
 
 class ForwardAuthHandler(RateLimitedHandler):
     """Any method on ``/check`` (or ``/check/<original path>``, as Envoy appends it): 200 with the
-    rate-limit headers when the original request is allowed; when denied, 429 (or the status the proxy
-    asks for in ``X-RateLimit-Deny-Status``: 401 or 403) with ``Retry-After``, the headers and the
-    problem body."""
+    rate-limit headers when the original request is allowed; when denied, 429 (or the 4xx the proxy asks
+    for in ``X-RateLimit-Deny-Status``) with ``Retry-After``, the headers and the problem body; 400 for an
+    original path whose percent-encoding is malformed.
+
+    What the proxy says of the original request (its method and URI, in the headers of the one proxy
+    ``proxy`` names; the deny status) is believed only from a trusted proxy (the configuration's
+    resolver); anyone else is limited on this request's own method and path."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
+    def initialize(self, proxy: str = "nginx") -> None:
+        if proxy not in ORIGINAL_REQUEST_HEADERS:
+            message = f"proxy={proxy!r} is not valid: expected {' or '.join(ORIGINAL_REQUEST_HEADERS)}"
+            raise ValueError(message)
+        self.original_request_headers = ORIGINAL_REQUEST_HEADERS[proxy]
+
+    def from_trusted_proxy(self) -> bool:
+        """Whether the peer is one of the proxies whose word on the original request is believed."""
+        peer = parse_address(self.request.remote_ip or "")
+        return peer is not None and self.rate_limit_config.resolver.is_trusted(peer, 0)
+
     def rate_limit_target(self) -> tuple[str, str]:
-        """The original request: nginx's ``X-Original-Method``/``X-Original-URI`` (as the shipped config
-        sets them), Traefik's ``X-Forwarded-Method``/``X-Forwarded-Uri``, or, from Envoy, this request's
-        own method and the path after ``/check``."""
-        headers = self.request.headers
-        method = headers.get("X-Original-Method") or headers.get("X-Forwarded-Method") or self.request.method
-        uri = headers.get("X-Original-URI") or headers.get("X-Forwarded-Uri")
-        if uri is None:
-            uri = self.request.path.removeprefix(CHECK_PATH) or "/"
-        return (method or "GET").upper(), uri.partition("?")[0] or "/"  # the path as given: routes match it
+        """The original request, from the configured proxy's headers when a trusted proxy sent them, else
+        this request's own method and its path after ``/check``; the path normalized (MalformedPath, a
+        400, when its percent-encoding is malformed), so a route is found however the path is spelt."""
+        request = self.request
+        method, uri = request.method or "GET", request.path.removeprefix(CHECK_PATH) or "/"
+        names = self.original_request_headers
+        if names is not None and self.from_trusted_proxy():
+            method_header, uri_header = names
+            method = request.headers.get(method_header) or method
+            uri = request.headers.get(uri_header) or uri
+        return method.upper(), normalize_path(uri)
 
     def rate_limit_denied_status(self) -> int:
+        """429, or the 4xx (ASCII digits) a trusted proxy asks for: nginx's auth_request takes only 401 and
+        403 as "deny", so its config asks for 403 and answers the client a 429 itself."""
         asked = self.request.headers.get(DENY_STATUS_HEADER, "").strip()
-        return int(asked) if asked.isdigit() and int(asked) in DENY_STATUSES else 429
+        if len(asked) == 3 and asked.isascii() and asked.isdigit() and asked[0] == "4" and self.from_trusted_proxy():
+            return int(asked)
+        return 429
+
+    def compute_etag(self) -> None:
+        """No ETag, so no 304: a proxy takes only a 2xx as "allowed" (``If-None-Match: *`` made nginx fail open)."""
+        return None
 
     def allow(self, *args: str) -> None:
         """The original request may go on: 200, no body (the rate-limit headers are set)."""

@@ -35,11 +35,12 @@ from tornado_rate_limiter.handlers.headers import (
 from tornado_rate_limiter.handlers.identity import IP, USER, Identity
 from tornado_rate_limiter.limiter import Decision, LocalBackend, Policy, RateLimiter
 from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
-from tornado_rate_limiter.limiter.policies import Limits, PolicySet
+from tornado_rate_limiter.limiter.policies import Limits, MalformedPath, PolicySet
 from tornado_rate_limiter.limiter.policies.store import FixedPolicies, PolicyStore
 from tornado_rate_limiter.limiter.verdict import Charge, Verdict
 
 SETTINGS_KEY = "rate_limit"  # where the Application's settings hold the RateLimitConfig
+ROUTE_CASES = ("sensitive", "insensitive")
 
 
 def default_policies() -> dict[str, Policy]:
@@ -66,8 +67,13 @@ class RateLimitConfig:
     forwarded_header: str = "x-forwarded-for"  # or "forwarded" (RFC 7239)
     ipv6_prefix: int = 64
     jwt_secret: str | None = None  # None: no client is authenticated by the service
+    route_case: str = "sensitive"  # or "insensitive": the routes' paths match letters of either case
 
     def __post_init__(self) -> None:
+        if self.route_case not in ROUTE_CASES:
+            message = f"route_case={self.route_case!r} is not valid: expected {' or '.join(ROUTE_CASES)}"
+            raise ValueError(message)
+        object.__setattr__(self, "routes_any_case", self.route_case == "insensitive")
         # Parsing addresses costs more than the rest of the check, and the same peers and headers recur.
         object.__setattr__(self, "_cached_label", lru_cache(maxsize=_CACHED_LABELS)(self._resolve_label))
         policies = self.policies
@@ -79,6 +85,7 @@ class RateLimitConfig:
         self.limiter.metrics.watch_configuration(policies)
 
     policy_source: PolicyStore | FixedPolicies = field(init=False)  # what ``policies`` became
+    routes_any_case: bool = field(init=False)  # what ``route_case`` says
     _plans: _Plans | None = field(init=False, default=None, repr=False)
 
     def plans_for(self, policy_set: PolicySet) -> _Plans:
@@ -336,12 +343,13 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         if chosen is APP_POLICIES:
             tier = policy_set.tier_of(self.rate_limit_claims()) if identity.kind == USER and policy_set.tiers else None
             method, path = self.rate_limit_target()
-            return policy_set.limits_for(identity.kind, method, path, tier)
+            any_case = self.rate_limit_config.routes_any_case
+            return policy_set.limits_for(identity.kind, method, path, tier, any_case=any_case)
         return _limits_of(chosen)
 
     def rate_limit_target(self) -> tuple[str, str]:
-        """The method and path the route table is matched against: this request's (a forward-auth
-        endpoint gives the original request's instead)."""
+        """The method and path the route table is matched against (normalized there, so that every spelling
+        of a path gets its route): this request's (a forward-auth endpoint gives the original request's)."""
         return self.request.method or "GET", self.request.path
 
     def rate_limit_denied_status(self) -> int:
@@ -421,38 +429,43 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         return subject
 
     def check_rate_limit(self) -> Awaitable[None]:
-        """Ask the limiter, set the headers, and answer 429 (or 401 for a bad token) without the handler.
-        Returns an awaitable to await, done already when nothing had to wait."""
-        config = self.rate_limit_config
-        policy_set = config.policy_set  # read once: a reload in the middle never mixes two configurations
-        plan = self._anonymous_plan(config, policy_set)
-        if plan is not None:  # the common case, decided before for the same client and route
-            identity, limits, exempt, key, cost = plan
-            self.rate_limit_identity_used, self.rate_limit_limits = identity, limits
-            if exempt:
-                config.limiter.metrics.exempt.inc()
-                return _DONE
-            if not (limits.enforced or limits.shadow):
-                return _DONE
-            waiting = self._apply_limits(config.limiter, identity, limits, key, cost)
+        """Ask the limiter, set the headers, and answer 429 (or 401 for a bad token, 400 for a path whose
+        percent-encoding is malformed) without the handler. Returns an awaitable to await, done already
+        when nothing had to wait."""
+        try:  # costs nothing until raised
+            config = self.rate_limit_config
+            policy_set = config.policy_set  # read once: a reload in the middle never mixes two configurations
+            plan = self._anonymous_plan(config, policy_set)
+            if plan is not None:  # the common case, decided before for the same client and route
+                identity, limits, exempt, key, cost = plan
+                self.rate_limit_identity_used, self.rate_limit_limits = identity, limits
+                if exempt:
+                    config.limiter.metrics.exempt.inc()
+                    return _DONE
+                if not (limits.enforced or limits.shadow):
+                    return _DONE
+                waiting = self._apply_limits(config.limiter, identity, limits, key, cost)
+                return waiting if waiting is not None else _DONE
+            try:
+                identity, token_error = self.rate_limit_identity(), None
+            except InvalidToken as exc:  # counted against the address, so bad tokens cannot dodge the limit
+                identity, token_error = Identity(IP, self.client_ip()), exc
+            self.rate_limit_identity_used = identity
+            limits = self.rate_limit_limits = self.rate_limit_limits_for(identity, policy_set)
+            waiting = None
+            if limits.enforced or limits.shadow:
+                if self.rate_limit_exempt(identity, policy_set):
+                    config.limiter.metrics.exempt.inc()
+                else:
+                    waiting = self._apply_limits(
+                        config.limiter, identity, limits, self.rate_limit_key(identity), self.rate_limit_cost()
+                    )
+            if token_error is not None:
+                return self._answer_bad_token(waiting, token_error)
             return waiting if waiting is not None else _DONE
-        try:
-            identity, token_error = self.rate_limit_identity(), None
-        except InvalidToken as exc:  # counted against the address, so bad tokens cannot dodge the limit
-            identity, token_error = Identity(IP, self.client_ip()), exc
-        self.rate_limit_identity_used = identity
-        limits = self.rate_limit_limits = self.rate_limit_limits_for(identity, policy_set)
-        waiting = None
-        if limits.enforced or limits.shadow:
-            if self.rate_limit_exempt(identity, policy_set):
-                config.limiter.metrics.exempt.inc()
-            else:
-                waiting = self._apply_limits(
-                    config.limiter, identity, limits, self.rate_limit_key(identity), self.rate_limit_cost()
-                )
-        if token_error is not None:
-            return self._answer_bad_token(waiting, token_error)
-        return waiting if waiting is not None else _DONE
+        except MalformedPath as exc:  # the route table cannot tell which route it is: refused, never passed
+            problem = {"type": "about:blank", "title": "Bad Request", "status": 400, "detail": str(exc)}
+            return self._answer_from_the_head(400, problem)
 
     def _anonymous_plan(self, config: RateLimitConfig, policy_set: PolicySet) -> _Plan | None:
         """What ``check_rate_limit`` would find for an anonymous request, from a memo of earlier requests
@@ -488,8 +501,7 @@ class RateLimitedHandler(tornado.web.RequestHandler):
             await waiting
         self.set_header("WWW-Authenticate", 'Bearer error="invalid_token"')
         problem = {"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": str(token_error)}
-        await self._before_answering_from_the_head()
-        self.finish_with_problem(401, problem)
+        await self._answer_from_the_head(401, problem)
 
     def _apply_limits(
         self, limiter: RateLimiter, identity: Identity, limits: Limits, key: str, cost: float
@@ -555,8 +567,12 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         decision = self.rate_limit_decision
         assert decision is not None
         self.set_header("Retry-After", str(retry_after_seconds(decision)))
+        await self._answer_from_the_head(self.rate_limit_denied_status(), several_exceeded_problem(enforced, decisions))
+
+    async def _answer_from_the_head(self, status: int, problem: Mapping[str, Any]) -> None:
+        """Answer ``status`` with ``problem`` from prepare(), the body (if any) unread."""
         await self._before_answering_from_the_head()
-        self.finish_with_problem(self.rate_limit_denied_status(), several_exceeded_problem(enforced, decisions))
+        self.finish_with_problem(status, problem)
 
     async def _before_answering_from_the_head(self) -> None:
         """A request answered from prepare(): its body, if it has one, is never read, and its connection is

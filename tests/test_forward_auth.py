@@ -54,10 +54,26 @@ policies = { ip = ["search"], user = ["search"] }
 """
 
 
+PROXY = (ipaddress.ip_network("127.0.0.1/32"),)  # the proxy in front is the service's peer, 127.0.0.1
+
+
 @pytest.fixture
-def app(service_limiter: RateLimiter) -> ServiceApplication:
-    # The proxy in front is the service's peer, 127.0.0.1: its X-Forwarded-For is believed.
-    settings = Settings(jwt_secret=JWT_SECRET, trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),))
+def forward_auth() -> str:
+    """RATE_LIMIT_FORWARD_AUTH: the proxy asking (a class overrides it)."""
+    return "nginx"
+
+
+@pytest.fixture
+def trusted_proxies() -> tuple[ipaddress.IPv4Network, ...]:
+    """RATE_LIMIT_TRUSTED_PROXIES: the test client's address, so its headers are a proxy's."""
+    return PROXY
+
+
+@pytest.fixture
+def app(
+    service_limiter: RateLimiter, forward_auth: str, trusted_proxies: tuple[ipaddress.IPv4Network, ...]
+) -> ServiceApplication:
+    settings = Settings(jwt_secret=JWT_SECRET, trusted_proxies=trusted_proxies, forward_auth=forward_auth)
     return make_app(settings, limiter=service_limiter, policies=parse_policies(POLICIES, "limits.toml"))
 
 
@@ -127,21 +143,128 @@ class TestNginx:
         assert response.code == 200 and response.headers["RateLimit-Policy"] == '"pro";q=100;w=100000'
 
 
-class TestTraefikAndEnvoy:
+def traefik(address: str, method: str = "POST", uri: str = "/api/search?q=traefik") -> dict[str, str]:
+    """What Traefik's ForwardAuth sends: X-Forwarded-Method, -Proto, -Host, -Uri and -For."""
+    return {
+        "X-Forwarded-Method": method,
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "api.example.com",
+        "X-Forwarded-Uri": uri,
+        "X-Forwarded-For": address,
+    }
+
+
+SEARCH = '"search";q=10;w=10000'
+BURST = '"burst";q=3;w=3000'
+
+
+class TestOneProxysHeaders:
+    @pytest.mark.gen_test
+    async def test_behind_nginx_traefiks_headers_are_ignored(self, fetch: Fetch) -> None:
+        """RATE_LIMIT_FORWARD_AUTH=nginx: a client's X-Forwarded-Method/-Uri (Traefik's family) choose no
+        route; X-Original-* say the request is GET /api/items."""
+        headers = {**traefik(client_address()), "X-Original-Method": "GET", "X-Original-URI": "/api/items"}
+        response = await fetch("/check", headers=headers)
+        assert response.code == 200 and response.headers["RateLimit-Policy"] == BURST
+
+    @pytest.mark.gen_test
+    async def test_the_deny_status_is_a_4xx_in_ascii_digits(self, fetch: Fetch) -> None:
+        """X-RateLimit-Deny-Status takes three ASCII digits of a 4xx: a Unicode digit, a 5xx or a longer
+        number leave 429 (the Unicode digit answered 500 with a traceback before)."""
+        address = client_address()
+        for _ in range(3):
+            await fetch("/check", headers=nginx(address))
+        # Header bytes arrive as Latin-1 characters: "\xb2" is the byte of "²", a digit to str.isdigit.
+        for asked, status in (
+            ("\xb2", 429),
+            ("4\xb2\xb3", 429),
+            ("403", 403),
+            ("418", 418),
+            ("500", 429),
+            ("0403", 429),
+        ):
+            response = await fetch("/check", headers={**nginx(address), "X-RateLimit-Deny-Status": asked})
+            assert response.code == status, asked
+
+    @pytest.mark.gen_test
+    async def test_if_none_match_never_makes_a_304(self, fetch: Fetch) -> None:
+        """``If-None-Match: *`` (or any ETag): /check answers 200 with no ETag, never 304, which a proxy
+        takes for an error (nginx failed open on it)."""
+        response = await fetch("/check", headers={**nginx(client_address()), "If-None-Match": "*"})
+        assert response.code == 200 and "Etag" not in response.headers
+
+    @pytest.mark.gen_test
+    @pytest.mark.parametrize(
+        "uri",
+        [
+            "/api/%73earch",
+            "/%61pi/search",
+            "//api/search",
+            "/api/./search",
+            "/api/x/../search",
+            "/api/sea%72ch;x=1",
+            "http://app/api/%73earch",
+        ],
+    )
+    async def test_every_spelling_of_a_route_is_that_route(self, fetch: Fetch, uri: str) -> None:
+        """The forms that slipped ``^/api/search`` (cost 5 of 10) through nginx are that route: the third
+        search by one client is denied."""
+        address = client_address()
+        answers = [await fetch("/check", headers=nginx(address, "POST", uri)) for _ in range(3)]
+        assert [response.code for response in answers] == [200, 200, 429]
+        assert answers[0].headers["RateLimit-Policy"] == SEARCH
+
+    @pytest.mark.gen_test
+    async def test_a_malformed_encoding_is_a_400(self, fetch: Fetch) -> None:
+        """An original URI with a malformed percent-encoding is refused with 400 and a problem body saying
+        where, never passed: its route cannot be known."""
+        response = await fetch("/check", headers=nginx(client_address(), "POST", "/api/se%zzarch"))
+        assert response.code == 400 and response.headers["Content-Type"] == "application/problem+json"
+        assert "malformed percent-encoding '%zz'" in json.loads(response.body)["detail"]
+
+
+class TestUntrustedPeer:
+    @pytest.fixture
+    def trusted_proxies(self) -> tuple[ipaddress.IPv4Network, ...]:
+        return ()
+
+    @pytest.mark.gen_test
+    async def test_a_peer_that_is_no_trusted_proxy_is_limited_on_its_own_request(self, fetch: Fetch) -> None:
+        """The peer is not a trusted proxy: X-Original-* and the deny status are not believed; /check limits
+        the caller on its own method and path (burst for GET /check, not the search route it names)."""
+        headers = {**nginx(client_address(), "POST", "/api/search"), "X-RateLimit-Deny-Status": "403"}
+        answers = [await fetch("/check", headers=headers) for _ in range(4)]
+        assert [response.code for response in answers] == [200, 200, 200, 429]
+        assert answers[0].headers["RateLimit-Policy"] == BURST
+
+
+class TestTraefik:
+    @pytest.fixture
+    def forward_auth(self) -> str:
+        return "traefik"
+
     @pytest.mark.gen_test
     async def test_traefik_forward_auth_headers(self, fetch: Fetch) -> None:
         """Traefik ForwardAuth sends X-Forwarded-Method, -Proto, -Host, -Uri and -For: the original
         request is read from them."""
-        address = client_address()
-        headers = {
-            "X-Forwarded-Method": "POST",
-            "X-Forwarded-Proto": "https",
-            "X-Forwarded-Host": "api.example.com",
-            "X-Forwarded-Uri": "/api/search?q=traefik",
-            "X-Forwarded-For": address,
-        }
-        response = await fetch("/check", headers=headers)
+        response = await fetch("/check", headers=traefik(client_address()))
         assert response.code == 200 and response.headers["X-RateLimit-Remaining"] == "5"
+
+    @pytest.mark.gen_test
+    async def test_a_clients_x_original_headers_are_ignored(self, fetch: Fetch) -> None:
+        """Traefik forwards a client's own headers when authRequestHeaders is unset: a forged
+        X-Original-Method/-URI choose nothing; Traefik's X-Forwarded-* say it is a search (cost 5)."""
+        address = client_address()
+        forged = {**traefik(address), "X-Original-Method": "GET", "X-Original-URI": "/api/items"}
+        answers = [await fetch("/check", headers=forged) for _ in range(3)]
+        assert [response.code for response in answers] == [200, 200, 429]
+        assert answers[0].headers["RateLimit-Policy"] == SEARCH
+
+
+class TestEnvoy:
+    @pytest.fixture
+    def forward_auth(self) -> str:
+        return "envoy"
 
     @pytest.mark.gen_test
     async def test_envoy_ext_authz_appends_the_original_path(self, fetch: Fetch) -> None:
@@ -150,7 +273,16 @@ class TestTraefikAndEnvoy:
         response = await fetch(
             "/check/api/search?q=envoy", method="POST", body="", headers={"X-Forwarded-For": client_address()}
         )
-        assert response.code == 200 and response.headers["RateLimit-Policy"] == '"search";q=10;w=10000'
+        assert response.code == 200 and response.headers["RateLimit-Policy"] == SEARCH
+
+    @pytest.mark.gen_test
+    async def test_neither_nginxs_nor_traefiks_headers_are_read(self, fetch: Fetch) -> None:
+        """RATE_LIMIT_FORWARD_AUTH=envoy: X-Original-* and X-Forwarded-Method/-Uri choose nothing; the
+        request's own GET /check/api/items is what is limited."""
+        address = client_address()
+        headers = {**traefik(address), "X-Original-Method": "POST", "X-Original-URI": "/api/search"}
+        response = await fetch("/check/api/items", headers=headers)
+        assert response.code == 200 and response.headers["RateLimit-Policy"] == BURST
 
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

@@ -124,6 +124,18 @@ def problem(response: HTTPResponse) -> dict[str, Any]:
     return body
 
 
+class TestRouteCase:
+    @pytest.fixture
+    def service_settings(self) -> Settings:
+        return Settings(trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),), route_case="insensitive")
+
+    @pytest.mark.gen_test
+    async def test_insensitive_routes_match_letters_of_either_case(self, fetch: Fetch) -> None:
+        """RATE_LIMIT_ROUTE_CASE=insensitive: POST /API/Echo/SEARCH is the search route (cost 5)."""
+        response = await fetch("/api/echo/SEARCH", method="POST", body="", headers=client(fresh_address()))
+        assert response.headers["RateLimit-Policy"] == '"search";q=10;w=10000'
+
+
 class TestSeveralLimits:
     @pytest.mark.gen_test
     async def test_headers_list_every_enforced_policy_and_the_x_fields_the_fewest_remaining(self, fetch: Fetch) -> None:
@@ -223,6 +235,30 @@ class TestTiersAndRoutes:
         assert problem(posts[2])["violated-policies"] == ["search"]
         get = await fetch("/api/echo/search", headers=client(address))
         assert get.code == 200 and get.headers["RateLimit-Policy"].startswith('"burst"')
+
+    @pytest.mark.gen_test
+    async def test_a_route_spelt_otherwise_is_still_that_route(self, fetch: Fetch) -> None:
+        """The application's /api/echo/(.*) handler serves /api/echo/%73earch and /api/echo//search as the
+        search: routes match the normalized path, so both are charged as the search route."""
+        address = fresh_address()
+        spellings = ["/api/echo/%73earch", "/api/echo//search", "/api/echo/x/../search;v=1"]
+        posts = [await fetch(path, method="POST", body="", headers=client(address)) for path in spellings]
+        assert [response.code for response in posts] == [200, 200, 429]
+        assert {response.headers["RateLimit-Policy"] for response in posts} == {'"search";q=10;w=10000'}
+
+    @pytest.mark.gen_test
+    async def test_routes_are_case_sensitive_by_default(self, fetch: Fetch) -> None:
+        """POST /api/echo/SEARCH is not the search route unless RATE_LIMIT_ROUTE_CASE=insensitive."""
+        response = await fetch("/api/echo/SEARCH", method="POST", body="", headers=client(fresh_address()))
+        assert response.headers["RateLimit-Policy"].startswith('"burst"')
+
+    @pytest.mark.gen_test
+    async def test_a_malformed_percent_encoding_is_a_400(self, fetch: Fetch) -> None:
+        """A path whose percent-encoding is malformed cannot be matched to a route: 400 with a problem body
+        naming it, never the handler."""
+        response = await fetch("/api/echo/se%zzarch", method="POST", body="x", headers=client(fresh_address()))
+        assert response.code == 400 and problem(response)["detail"].startswith("malformed percent-encoding '%zz'")
+        assert response.headers["Content-Type"] == "application/problem+json"
 
     @pytest.mark.gen_test
     async def test_a_handler_naming_its_policy_in_code_keeps_it(self, fetch: Fetch) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
+from tornado_rate_limiter.limiter.policies.paths import normalize_path
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ENFORCE, SHADOW = "enforce", "shadow"
@@ -25,22 +26,28 @@ _REMEMBERED_CLIENTS = 16384
 @dataclass(frozen=True)
 class Route:
     """A rule of the route table: requests whose path matches ``path`` (and whose method is in ``methods``,
-    when given) cost ``cost`` and, when ``policies`` names a list for the identity kind, use that list."""
+    when given) cost ``cost`` and, when ``policies`` names a list for the identity kind, use that list.
+    ``path`` is searched in the request's normalized path (paths.normalize_path)."""
 
     path: re.Pattern[str]  # a string is compiled
     methods: frozenset[str] | None = None  # any iterable of names, in any case
     cost: float = 1.0
     policies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    _path_any_case: re.Pattern[str] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.path, str):
             object.__setattr__(self, "path", re.compile(self.path))
+        object.__setattr__(self, "_path_any_case", re.compile(self.path.pattern, self.path.flags | re.IGNORECASE))
         if self.methods is not None:  # HEAD is GET without the body: a rule for GET covers it
             methods = {method.upper() for method in self.methods}
             object.__setattr__(self, "methods", frozenset(methods | ({"HEAD"} if "GET" in methods else set())))
 
-    def matches(self, method: str, path: str) -> bool:
-        return (self.methods is None or method.upper() in self.methods) and self.path.search(path) is not None
+    def matches(self, method: str, path: str, *, any_case: bool = False) -> bool:
+        """Whether a request of ``method`` to normalized ``path`` is this route's; ``any_case``: letters of
+        the path match either case (RATE_LIMIT_ROUTE_CASE=insensitive)."""
+        pattern = self._path_any_case if any_case else self.path
+        return (self.methods is None or method.upper() in self.methods) and pattern.search(path) is not None
 
 
 @dataclass(frozen=True)
@@ -161,9 +168,20 @@ class PolicySet:
         value = (claims or {}).get(self.tier_claim or "")
         return value if isinstance(value, str) and value in self.tiers else self.default_tier
 
-    def limits_for(self, kind: str, method: str, path: str, tier: str | None = None) -> Limits:
-        """The cost and the policies of a request by an identity of ``kind`` (``ip`` or ``user``)."""
-        matched = next((number for number, route in enumerate(self.routes) if route.matches(method, path)), -1)
+    def limits_for(
+        self, kind: str, method: str, path: str, tier: str | None = None, *, any_case: bool = False
+    ) -> Limits:
+        """The cost and the policies of a request by an identity of ``kind`` (``ip`` or ``user``) to ``path``
+        (a request target, normalized here: every spelling of a path gets its route); ``any_case`` matches
+        the routes' letters in either case. MalformedPath for a malformed percent-encoding when there are
+        routes to match."""
+        matched = -1
+        if self.routes:
+            path = normalize_path(path)
+            matched = next(
+                (number for number, route in enumerate(self.routes) if route.matches(method, path, any_case=any_case)),
+                -1,
+            )
         memo_key = (kind, tier, matched)
         limits = self._limits.get(memo_key)
         if limits is None:

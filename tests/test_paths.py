@@ -1,0 +1,126 @@
+"""The normalized path routes match: a table of the forms attackers slip routes with, and properties that hold
+for any path (normalizing twice changes nothing; every spelling of a path gets its route)."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tornado_rate_limiter.limiter import TokenBucket
+from tornado_rate_limiter.limiter.policies import PolicySet, Route
+from tornado_rate_limiter.limiter.policies.paths import MalformedPath, normalize_path
+
+
+class TestNormalizePath:
+    @pytest.mark.parametrize(
+        "target",
+        [
+            "/api/search",
+            "/api/%73earch",
+            "/%61pi/search",
+            "/%41pi/search".replace("%41", "%61"),
+            "//api/search",
+            "/api//search",
+            "/api/./search",
+            "/api/x/../search",
+            "/api/x/%2e%2E/search",
+            "/api/sea%72ch;x=1",
+            "/api;v=2/search",
+            "/api/search?q=%zz",
+            "/api/search#top",
+            "http://app/api/%73earch",
+            "HTTPS://app:8443/api/search?q=1",
+            "/../api/search",
+        ],
+    )
+    def test_every_spelling_of_the_path_is_one_path(self, target: str) -> None:
+        """The forms that slipped a route of ``^/api/search`` through nginx all normalize to ``/api/search``."""
+        assert normalize_path(target) == "/api/search"
+
+    @pytest.mark.parametrize(
+        ("target", "normalized"),
+        [
+            ("/", "/"),
+            ("", "/"),
+            ("/api/search/", "/api/search/"),
+            ("/api/search/.", "/api/search/"),
+            ("/a/%2f/b", "/a/%2F/b"),  # an encoded slash is not a separator: it keeps its meaning, in upper case
+            ("/a/%3Bx", "/a/%3Bx"),  # nor is an encoded ";" a parameter
+            ("/caf\xc3\xa9", "/caf%C3%A9"),  # raw bytes of a request line, as Latin-1 characters
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/a b", "/a%20b"),
+            ("/a\x7fb", "/a%7Fb"),
+            ("/~user/-._", "/~user/-._"),
+        ],
+    )
+    def test_what_keeps_its_meaning(self, target: str, normalized: str) -> None:
+        """Reserved characters stay encoded (their meaning differs from the raw character), bytes that may not
+        stand in a path are encoded, a trailing slash stays."""
+        assert normalize_path(target) == normalized
+
+    @pytest.mark.parametrize("target", ["/a%zz", "/a%4", "/%", "/api/%g1/search", "http://app/%"])
+    def test_a_malformed_encoding_is_refused(self, target: str) -> None:
+        """A ``%`` not followed by two hex digits raises MalformedPath, naming the encoding."""
+        with pytest.raises(MalformedPath, match="malformed percent-encoding"):
+            normalize_path(target)
+
+
+SEGMENT_CHARACTERS = string.ascii_letters + string.digits + "-._~!$&'()*+,=:@"
+segments = st.text(SEGMENT_CHARACTERS, min_size=1, max_size=8).filter(lambda text: text not in (".", ".."))
+plain_paths = st.lists(segments, min_size=1, max_size=5).map(lambda parts: "/" + "/".join(parts))
+UNRESERVED = set(string.ascii_letters + string.digits + "-._~")
+
+
+@st.composite
+def respellings(draw: st.DrawFn, path: str) -> str:
+    """``path`` as a client may write it for the same resource: unreserved characters percent-encoded (hex
+    in either case), ``./`` and ``x/../`` segments and repeated slashes inserted, path parameters added,
+    a query or fragment, the absolute form."""
+    out = []
+    for part in path.split("/")[1:]:
+        spelled = "".join(
+            (f"%{ord(character):02x}" if draw(st.booleans()) else f"%{ord(character):02X}")
+            if character in UNRESERVED and draw(st.booleans())
+            else character
+            for character in part
+        )
+        if draw(st.booleans()):
+            spelled += ";" + draw(st.text(SEGMENT_CHARACTERS, max_size=4))
+        prefix = draw(st.sampled_from(["", "./", "/", "zz/../", "%2e/", "x/%2E%2e/"]))
+        out.append(prefix + spelled)
+    target = "/" + "/".join(out)
+    target += draw(st.sampled_from(["", "?q=1", "?%zz", "#frag", "?a=/../b"]))
+    return draw(st.sampled_from(["", "http://app", "https://app.example:8443"])) + target
+
+
+class TestProperties:
+    @given(st.text(max_size=40))
+    def test_normalizing_twice_changes_nothing(self, target: str) -> None:
+        """Invariant: normalize_path is idempotent on every target it accepts."""
+        try:
+            once = normalize_path(target)
+        except MalformedPath:
+            return
+        assert normalize_path(once) == once
+
+    @given(st.data(), plain_paths)
+    def test_every_spelling_normalizes_to_the_plain_path(self, data: st.DataObject, path: str) -> None:
+        """Invariant: a path written with encoded unreserved characters, dot segments, repeated slashes,
+        parameters, a query or the absolute form normalizes to the same path as written plainly."""
+        assert normalize_path(data.draw(respellings(path))) == normalize_path(path)
+
+    @given(st.data(), plain_paths)
+    def test_any_two_targets_of_one_path_get_the_same_route(self, data: st.DataObject, path: str) -> None:
+        """Invariant: two request targets that normalize to the same path are charged the same route's
+        cost and policies."""
+        burst, search = TokenBucket(10, 1.0, name="burst"), TokenBucket(10, 1.0, name="search")
+        routes = tuple(
+            Route(pattern, cost=cost, policies={"ip": ("search",)})
+            for pattern, cost in ((r"^/[a-m]", 5.0), (r"[0-9]$", 3.0), (r"~", 2.0))
+        )
+        policy_set = PolicySet({"burst": burst, "search": search}, ip_policies=("burst",), routes=routes)
+        first, second = data.draw(respellings(path)), data.draw(respellings(path))
+        assert policy_set.limits_for("ip", "GET", first) == policy_set.limits_for("ip", "GET", second)
