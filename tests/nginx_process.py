@@ -13,7 +13,7 @@ from tests.redis_process import end_process, free_port
 from tests.service_process import ROOT
 
 CONFIG = ROOT / "deploy" / "nginx" / "nginx.conf"
-FAIL_OPEN = '            add_header X-RateLimit-Degraded "true" always;\n            proxy_pass http://application;\n'
+FAIL_OPEN = "            add_header X-RateLimit-Degraded $served_unchecked always;\n            proxy_pass http://application;\n"
 AUTH_REQUEST = "            auth_request /_rate_limit;\n"
 FAIL_CLOSED_COMMENTED = '            # add_header Retry-After "1" always;\n            # return 503;\n'
 
