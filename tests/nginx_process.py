@@ -29,10 +29,11 @@ class Nginx:
         *,
         fail_closed: bool = False,
         without_limiter: bool = False,
+        config: Path = CONFIG,
     ) -> None:
         self.binary = shutil.which("nginx") or "/usr/sbin/nginx"  # /usr/sbin may not be on a user's PATH
         self.port = free_port()
-        text = CONFIG.read_text()
+        text = config.read_text()  # another checkout's, for a before figure
         for shipped, port in (
             ("127.0.0.1:8080", limiter_port),
             ("127.0.0.1:9000", app_port),
