@@ -53,6 +53,7 @@ PATH_FORMS = (
     "/api/x/../search",
     "/api/sea%72ch;x=1",
     "http://app/api/%73earch",
+    "/api%2Fsearch",  # an encoded slash, which wsgiref decodes into a separator
 )
 Headers = list[tuple[str, str | bytes]]
 _clients = itertools.count(2)

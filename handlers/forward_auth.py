@@ -30,7 +30,7 @@ class ForwardAuthHandler(RateLimitedHandler):
     original path whose percent-encoding is malformed.
 
     What the proxy says of the original request (its method and URI, in the headers of the one proxy
-    ``proxy`` names; the deny status) is believed only from a trusted proxy (the configuration's
+    ``proxy`` names; nginx's deny status) is believed only from a trusted proxy (the configuration's
     resolver); anyone else is limited on this request's own method and path."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -40,6 +40,9 @@ class ForwardAuthHandler(RateLimitedHandler):
             message = f"proxy={proxy!r} is not valid: expected {' or '.join(ORIGINAL_REQUEST_HEADERS)}"
             raise ValueError(message)
         self.original_request_headers = ORIGINAL_REQUEST_HEADERS[proxy]
+        # Only nginx needs a denial in another status (Traefik and Envoy pass the 429 on as it is), and a
+        # proxy that forwards a client's headers would let the client choose it.
+        self.deny_status_asked = proxy == "nginx"
 
     def from_trusted_proxy(self) -> bool:
         """Whether the peer is one of the proxies whose word on the original request is believed."""
@@ -60,8 +63,10 @@ class ForwardAuthHandler(RateLimitedHandler):
         return method.upper(), normalize_path(uri)
 
     def rate_limit_denied_status(self) -> int:
-        """429, or the 4xx (ASCII digits) a trusted proxy asks for: nginx's auth_request takes only 401 and
-        403 as "deny", so its config asks for 403 and answers the client a 429 itself."""
+        """429, or the 4xx (ASCII digits) a trusted nginx asks for: its auth_request takes only 401 and 403
+        as "deny", so its config asks for 403 and answers the client a 429 itself."""
+        if not self.deny_status_asked:
+            return 429
         asked = self.request.headers.get(DENY_STATUS_HEADER, "").strip()
         if len(asked) == 3 and asked.isascii() and asked.isdigit() and asked[0] == "4" and self.from_trusted_proxy():
             return int(asked)

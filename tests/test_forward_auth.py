@@ -251,6 +251,16 @@ class TestTraefik:
         assert response.code == 200 and response.headers["X-RateLimit-Remaining"] == "5"
 
     @pytest.mark.gen_test
+    async def test_a_deny_status_is_nginxs_alone(self, fetch: Fetch) -> None:
+        """Traefik passes a 429 on as it is, and forwards a client's own headers when authRequestHeaders is
+        unset: X-RateLimit-Deny-Status is not read behind it, so a client cannot choose its denials' status."""
+        address = client_address()
+        answers = [
+            await fetch("/check", headers={**traefik(address), "X-RateLimit-Deny-Status": "401"}) for _ in range(3)
+        ]
+        assert [response.code for response in answers] == [200, 200, 429]
+
+    @pytest.mark.gen_test
     async def test_a_clients_x_original_headers_are_ignored(self, fetch: Fetch) -> None:
         """Traefik forwards a client's own headers when authRequestHeaders is unset: a forged
         X-Original-Method/-URI choose nothing; Traefik's X-Forwarded-* say it is a search (cost 5)."""

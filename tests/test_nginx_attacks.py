@@ -258,3 +258,12 @@ def test_only_an_allowed_answer_reaches_the_application(
     assert answer.status == client_status
     assert ("x-ratelimit-degraded" in answer.headers) is False
     assert (answer.status == 200 and json.loads(answer.body)["path"].startswith("/answer/")) is served
+
+
+def test_an_encoded_slash_that_hides_a_route_is_refused(stack: Stack) -> None:
+    """nginx passes ``/api%2Fsearch`` on as it is and wsgiref serves it as /api/search, while the route
+    table reads ``%2F`` as a character: the limiter refuses the path as ambiguous, nginx answers 400."""
+    client = Client.new()
+    answers = [stack.send(client, "/api%2Fsearch") for _ in range(4)]
+    assert [answer.status for answer in answers] == [400] * 4
+    assert admitted([stack.send(client, "/files/a%2Fb")]) == 1  # an encoded slash that changes no route

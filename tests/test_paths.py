@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tornado_rate_limiter.limiter import TokenBucket
 from tornado_rate_limiter.limiter.policies import PolicySet, Route
-from tornado_rate_limiter.limiter.policies.paths import MalformedPath, normalize_path
+from tornado_rate_limiter.limiter.policies.paths import AmbiguousPath, MalformedPath, normalize_path
 
 
 class TestNormalizePath:
@@ -124,3 +124,46 @@ class TestProperties:
         policy_set = PolicySet({"burst": burst, "search": search}, ip_policies=("burst",), routes=routes)
         first, second = data.draw(respellings(path)), data.draw(respellings(path))
         assert policy_set.limits_for("ip", "GET", first) == policy_set.limits_for("ip", "GET", second)
+
+
+class TestEncodedSlashes:
+    """An application that decodes ``%2F`` into a separator (WSGI does) routes ``/api%2Fsearch`` as
+    ``/api/search``: the route table refuses a path whose two readings are different routes."""
+
+    @pytest.fixture
+    def policy_set(self) -> PolicySet:
+        policies = {"burst": TokenBucket(10, 1.0, name="burst"), "search": TokenBucket(10, 1.0, name="search")}
+        routes = (Route(r"^/api/search", cost=5.0, policies={"ip": ("search",)}),)
+        return PolicySet(policies, ip_policies=("burst",), routes=routes)
+
+    @pytest.mark.parametrize(
+        "target",
+        ["/api%2Fsearch", "/api%2fsearch", "/api%5Csearch", "/static%2F..%2Fapi/search", "/api/search%2F..%2F..%2Fy"],
+    )
+    def test_a_path_whose_readings_are_two_routes_is_refused(self, policy_set: PolicySet, target: str) -> None:
+        """Either reading could be what the application serves: AmbiguousPath, a 400, never the cheaper one."""
+        with pytest.raises(AmbiguousPath, match="encoded slashes"):
+            policy_set.limits_for("ip", "GET", target)
+
+    @pytest.mark.parametrize(("target", "cost"), [("/files/a%2Fb", 1.0), ("/api/search/a%2Fb", 5.0)])
+    def test_an_encoded_slash_that_changes_no_route_is_kept(
+        self, policy_set: PolicySet, target: str, cost: float
+    ) -> None:
+        """Paths that carry encoded slashes in a segment (``/projects/group%2Fname``) keep working when both
+        readings are the same route."""
+        assert policy_set.limits_for("ip", "GET", target).cost == cost
+
+    @given(st.lists(st.sampled_from(["api", "search", "%2F", "%5C", "..", "x", "/"]), max_size=8))
+    def test_the_route_charged_is_the_route_of_both_readings(self, parts: list[str]) -> None:
+        """Invariant: a path the route table accepts is charged the route it has whether or not its encoded
+        slashes are separators."""
+        policies = {"burst": TokenBucket(10, 1.0, name="burst"), "search": TokenBucket(10, 1.0, name="search")}
+        routes = (Route(r"^/api/search", cost=5.0, policies={"ip": ("search",)}),)
+        policy_set = PolicySet(policies, ip_policies=("burst",), routes=routes)
+        target = "/" + "".join(parts)
+        try:
+            charged = policy_set.limits_for("ip", "GET", target)
+        except AmbiguousPath:
+            return
+        decoded = target.replace("%2F", "/").replace("%5C", "/")
+        assert policy_set.limits_for("ip", "GET", decoded) == charged

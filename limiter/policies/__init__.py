@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from tornado_rate_limiter.limiter.policies.loader import PolicyFileError, load_policy_file, parse_policies
 from tornado_rate_limiter.limiter.policies.model import Limits, PolicySet, Route
-from tornado_rate_limiter.limiter.policies.paths import MalformedPath, normalize_path
+from tornado_rate_limiter.limiter.policies.paths import AmbiguousPath, MalformedPath, normalize_path
 from tornado_rate_limiter.limiter.policies.store import FixedPolicies, PolicyStore
 
 __all__ = [
+    "AmbiguousPath",
     "FixedPolicies",
     "Limits",
     "MalformedPath",

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
-from tornado_rate_limiter.limiter.policies.paths import normalize_path
+from tornado_rate_limiter.limiter.policies.paths import AmbiguousPath, normalize_path, with_separators_decoded
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ENFORCE, SHADOW = "enforce", "shadow"
@@ -173,20 +173,28 @@ class PolicySet:
     ) -> Limits:
         """The cost and the policies of a request by an identity of ``kind`` (``ip`` or ``user``) to ``path``
         (a request target, normalized here: every spelling of a path gets its route); ``any_case`` matches
-        the routes' letters in either case. MalformedPath for a malformed percent-encoding when there are
-        routes to match."""
+        the routes' letters in either case. When there are routes to match: MalformedPath for a malformed
+        percent-encoding, AmbiguousPath for a path whose encoded slashes (``%2F``, ``%5C``) make it
+        another route once an application decodes them, as WSGI does: either reading could be served."""
         matched = -1
         if self.routes:
             path = normalize_path(path)
-            matched = next(
-                (number for number, route in enumerate(self.routes) if route.matches(method, path, any_case=any_case)),
-                -1,
-            )
+            matched = self._route_of(method, path, any_case)
+            decoded = with_separators_decoded(path)
+            if decoded is not None and self._route_of(method, decoded, any_case) != matched:
+                message = f"the path {path!r} is another route when its encoded slashes are read as slashes"
+                raise AmbiguousPath(message)
         memo_key = (kind, tier, matched)
         limits = self._limits.get(memo_key)
         if limits is None:
             limits = self._limits[memo_key] = self._limits_of(kind, tier, matched)
         return limits
+
+    def _route_of(self, method: str, path: str, any_case: bool) -> int:
+        """The index of the first route that matches, or -1."""
+        return next(
+            (number for number, route in enumerate(self.routes) if route.matches(method, path, any_case=any_case)), -1
+        )
 
     def _limits_of(self, kind: str, tier: str | None, matched: int) -> Limits:
         if kind in self.kind_policies:

@@ -8,6 +8,10 @@ meaning and are written in upper case, ``%2f`` as ``%2F``), bytes that may not s
 percent-encoded, path parameters (``;x=1``, which Tomcat and Jetty drop) are cut from every segment,
 repeated slashes are collapsed and dot segments removed (section 5.2.4). A malformed percent-encoding
 raises MalformedPath: such a request is refused, never passed unmatched.
+
+An encoded slash or backslash (``%2F``, ``%5C``) keeps its meaning here, but many applications decode it
+into a separator (WSGI's PATH_INFO does): ``with_separators_decoded`` gives that reading, so the route
+table can refuse a path whose two readings are different routes (``AmbiguousPath``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ class MalformedPath(ValueError):
     """A request target whose percent-encoding is malformed; the message says where, safe to show."""
 
 
+class AmbiguousPath(MalformedPath):
+    """A path whose encoded slash makes it another route when an application decodes it; safe to show."""
+
+
+_ENCODED_SEPARATOR = re.compile(r"%2F|%5C")
+
+
 def normalize_path(target: str) -> str:
     """The path of request target ``target`` (origin or absolute form, with or without a query) in the form
     routes match; MalformedPath for a ``%`` not followed by two hex digits."""
@@ -42,6 +53,14 @@ def normalize_path(target: str) -> str:
     if "%" in path:
         path = _decode_unreserved(path)
     return _remove_dot_segments(path)
+
+
+def with_separators_decoded(path: str) -> str | None:
+    """Normalized ``path`` as an application that decodes ``%2F`` and ``%5C`` into separators routes it,
+    normalized again; None when it has neither."""
+    if "%2F" not in path and "%5C" not in path:
+        return None
+    return normalize_path(_ENCODED_SEPARATOR.sub("/", path))
 
 
 def _encode_character(match: re.Match[str]) -> str:
