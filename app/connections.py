@@ -10,6 +10,8 @@ exhaust it (descriptors, memory) and /health and /metrics still answer.
   request head (a slow or idle client, never one whose request is being handled) is closed to make room,
   so a crowd of idle connections cannot lock out a health check; failing that, the one busy longest, if
   for more than a second (a client that does not read its responses); only then is the new one closed.
+- A request head over ``max_headers`` lines or ``max_header_bytes`` bytes is answered 431 and its
+  connection closed before Tornado parses it (app/head_limits.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import tornado.httputil
 import tornado.ioloop
 import tornado.iostream
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from tornado_rate_limiter.app.head_limits import HeadLimits, serve_connection, tornado_max_header_size
 
 log = logging.getLogger("tornado_rate_limiter.connections")
 
@@ -58,7 +62,7 @@ class _Client:
 
 
 class ConnectionMetrics:
-    """Connections open, and closed by the server's bounds (by reason: cap, evicted, timeouts)."""
+    """Connections open, and closed by the server's bounds (by reason: cap, evicted, timeouts, heads too large)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.open = Gauge("rate_limit_open_connections", "Client connections open.", registry=registry)
@@ -66,11 +70,19 @@ class ConnectionMetrics:
             "rate_limit_connections_closed",
             "Client connections the server closed to bound what clients hold: refused (at the cap, all busy), "
             "evicted (idle or busy longest, to make room), header_timeout, idle_timeout, body_timeout, "
-            "response_timeout.",
+            "response_timeout, head_too_large (a request head over MAX_HEADERS or MAX_HEADER_BYTES, answered 431).",
             ["reason"],
             registry=registry,
         )
-        for reason in ("refused", "evicted", "header_timeout", "idle_timeout", "body_timeout", "response_timeout"):
+        for reason in (
+            "refused",
+            "evicted",
+            "header_timeout",
+            "idle_timeout",
+            "body_timeout",
+            "response_timeout",
+            "head_too_large",
+        ):
             self.closed.labels(reason)
 
 
@@ -88,14 +100,18 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         body_timeout: float,
         response_timeout: float,
         max_body_size: int,
+        max_headers: int,
+        max_header_bytes: int,
         **options: Any,
     ) -> None:
         # Tornado's own idle and body timeouts are backstops only: the sweep applies (and counts) the rules.
+        # Its head size too: heads up to it are read whole, so that those over max_header_bytes get a 431.
         super().initialize(
             request_callback,
             idle_connection_timeout=max(header_timeout, idle_timeout) + 1,
             body_timeout=body_timeout + 1,
             max_body_size=max_body_size,
+            max_header_size=tornado_max_header_size(max_header_bytes),
             **options,
         )
         self.max_connections = max_connections
@@ -105,6 +121,8 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         self.response_timeout = response_timeout
         self.connection_metrics = ConnectionMetrics(registry)
         self.connection_metrics.open.set_function(lambda: len(self._connections))
+        self.head_limits = HeadLimits(max_headers, max_header_bytes, self._head_refused)
+        self._heads_refused = self.connection_metrics.closed.labels("head_too_large")
         self._clients: dict[object, _Client] = {}
         self._sweeper = tornado.ioloop.PeriodicCallback(self._sweep, _SWEEP_SECONDS * 1000)
         self._sweeper.start()
@@ -116,7 +134,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
             # Clients can cause this line: app/log_limits.py lets it through at most once every few seconds.
             log.warning("at the cap of %d open connections, all busy: a new one was closed", self.max_connections)
             return
-        super().handle_stream(stream, address)
+        serve_connection(self, stream, address, self.head_limits)
 
     def start_request(
         self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
@@ -131,6 +149,15 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     def on_close(self, server_conn: object) -> None:
         self._clients.pop(server_conn, None)
         super().on_close(server_conn)
+
+    def _head_refused(self) -> None:
+        self._heads_refused.inc()
+        # Clients can cause this line: app/log_limits.py lets it through at most once every few seconds.
+        log.info(
+            "a request head over %d header lines or %d bytes: answered 431 and closed",
+            self.head_limits.max_headers,
+            self.head_limits.max_header_bytes,
+        )
 
     def busy_connections(self) -> int:
         """Connections with a request under way: its head is in and its response not yet all sent."""

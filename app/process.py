@@ -86,6 +86,8 @@ async def serve(
         body_timeout=settings.body_timeout,
         response_timeout=settings.response_timeout,
         max_body_size=settings.max_body_bytes,
+        max_headers=settings.max_headers,
+        max_header_bytes=settings.max_header_bytes,
     )
     server.add_sockets(sockets)
     log.info("listening on %s", settings.address)

@@ -4,22 +4,27 @@ Each scenario starts `python -m tornado_rate_limiter` from ``--tree`` (this chec
 `git worktree` of an older commit for a before figure), attacks it over loopback, bounded in count and time,
 and prints one line of figures read off the process (/proc CPU and RSS, its log, its answers):
 
-  slow-heads   ulimit -n 256, 300 connections that send half a request line: /health, log, CPU
-  bodies       300 connections each sending all but 1,000 bytes of the largest body: RSS
-  denied-body  token spent, a POST sending a 20,000-byte body one byte per send: bytes read, CPU
+  slow-heads     ulimit -n 256, 300 connections that send half a request line: /health, log, CPU
+  bodies         300 connections each sending all but 1,000 bytes of the largest body: RSS
+  denied-body    token spent, a POST sending a 20,000-byte body one byte per send: bytes read, CPU
+  many-headers   service CPU per request with 101 and with 6,000 header lines, against a plain request's
+  trickled-head  the 6,000 lines in 1,000-byte pieces, each read on its own: service CPU per request
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.raw_http import parse, request
 from tests.service_process import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +138,72 @@ def denied_body(tree: Path) -> str:
     )
 
 
-SCENARIOS: dict[str, Callable[[Path], str]] = {"slow-heads": slow_heads, "bodies": bodies, "denied-body": denied_body}
+def many_headers(tree: Path, count: int = 500) -> str:
+    """``count`` requests of each kind, one connection each, to a limited route with limits too high to deny."""
+    # Names distinct (Tornado joins a repeated one's values, a cost of its own) and short: 6,000 lines
+    # fit in the 64 KiB that Tornado reads of a head by default.
+    kinds: dict[str, list[tuple[str, str | bytes]]] = {
+        "plain": [],
+        "101 headers": [(f"h{index}", "v") for index in range(99)],  # with Host and Connection
+        "6,000 headers": [(f"h{index}", "v") for index in range(5998)],
+    }
+    service = Service(tree, env={"RATE_LIMIT_CAPACITY": "1000000"})
+    try:
+        for _ in range(50):  # warm-up: the first requests pay for caches filling
+            request(service.port, "/api/whoami")
+        per_request: dict[str, float] = {}
+        statuses: dict[str, str] = {}
+        for kind, headers in kinds.items():
+            cpu = service.cpu_seconds()
+            seen = Counter(request(service.port, "/api/whoami", headers).status for _ in range(count))
+            per_request[kind] = (service.cpu_seconds() - cpu) / count
+            statuses[kind] = ", ".join(f"{status} x{times}" for status, times in sorted(seen.items()))
+    finally:
+        service.stop()
+    plain = per_request["plain"]
+    figures = [
+        f"{kind} {per_request[kind] * 1000:.2f} ms ({per_request[kind] / plain:.1f}x plain; {statuses[kind]})"
+        for kind in kinds
+    ]
+    return f"many-headers: service CPU per request, {count} of each: " + "; ".join(figures)
+
+
+def trickled_head(tree: Path, count: int = 50, piece: int = 1000) -> str:
+    """The head of many-headers' 6,000 lines sent ``count`` times in pieces, which the server reads one by one."""
+    head = b"GET /api/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    head += b"".join(b"h%d: v\r\n" % index for index in range(5998)) + b"\r\n"
+    service = Service(tree, env={"RATE_LIMIT_CAPACITY": "1000000"})
+    try:
+        for _ in range(50):
+            request(service.port, "/api/whoami")
+        cpu, seen = service.cpu_seconds(), Counter[int]()
+        for _ in range(count):
+            with socket.create_connection(("127.0.0.1", service.port)) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for start in range(0, len(head), piece):
+                    sock.sendall(head[start : start + piece])
+                    time.sleep(0.0005)  # the server reads each piece before the next comes
+                sock.settimeout(10)
+                received = b""
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := sock.recv(65536):
+                        received += chunk
+            seen[parse(received).status] += 1
+        cpu = (service.cpu_seconds() - cpu) / count
+    finally:
+        service.stop()
+    statuses = ", ".join(f"{status} x{times}" for status, times in sorted(seen.items()))
+    pieces = f"{len(head):,} bytes in {piece:,}-byte pieces"
+    return f"trickled-head: {pieces}: service CPU {cpu * 1000:.1f} ms per request ({statuses})"
+
+
+SCENARIOS: dict[str, Callable[[Path], str]] = {
+    "slow-heads": slow_heads,
+    "bodies": bodies,
+    "denied-body": denied_body,
+    "many-headers": many_headers,
+    "trickled-head": trickled_head,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

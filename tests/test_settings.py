@@ -113,6 +113,12 @@ class TestFromEnv:
             ("RATE_LIMIT_BREAKER_COOLDOWN", "soon"),
             ("RATE_LIMIT_BREAKER_MAX_COOLDOWN", "0.5"),  # below the 2 s cool-down
             ("ACCESS_LOG", "verbose"),
+            ("MAX_HEADERS", "0"),
+            ("MAX_HEADERS", "10001"),
+            ("MAX_HEADERS", "many"),
+            ("MAX_HEADER_BYTES", "1023"),
+            ("MAX_HEADER_BYTES", "1048577"),
+            ("MAX_HEADER_BYTES", "16k"),
             ("RATE_LIMIT_ALGORITHM", "leaky_bucket"),
             ("RATE_LIMIT_USER_ALGORITHM", "gcra"),
         ],
@@ -122,6 +128,19 @@ class TestFromEnv:
         with pytest.raises(SettingsError, match=name) as raised:
             Settings.from_env({name: value})
         assert "expected" in str(raised.value)
+
+    @pytest.mark.parametrize(
+        ("name", "value", "field"),
+        [
+            ("MAX_HEADERS", "1", "max_headers"),
+            ("MAX_HEADERS", "10000", "max_headers"),
+            ("MAX_HEADER_BYTES", "1024", "max_header_bytes"),
+            ("MAX_HEADER_BYTES", "1048576", "max_header_bytes"),
+        ],
+    )
+    def test_the_head_limits_take_their_bounds(self, name: str, value: str, field: str) -> None:
+        """MAX_HEADERS and MAX_HEADER_BYTES accept the ends of their ranges."""
+        assert getattr(Settings.from_env({name: value}), field) == int(value)
 
     @pytest.mark.parametrize(("value", "share"), [("1/4", 0.25), (" 1 / 3 ", 1 / 3), ("0.5", 0.5), ("1", 1.0)])
     def test_the_fallback_share_is_a_decimal_or_a_fraction(self, value: str, share: float) -> None:
