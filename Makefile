@@ -23,6 +23,7 @@ run: install
 test: check
 	scripts/ensure-redis-server
 	scripts/ensure-nginx
+	scripts/ensure-traefik $(VENV)
 	scripts/ensure-prometheus
 	$(BIN)/python -m pytest -q
 
@@ -38,6 +39,7 @@ test-lowest:
 	.venv-lowest/bin/python -m pip install --quiet -c constraints-lowest.txt -e '.[test]'
 	scripts/ensure-redis-server
 	scripts/ensure-nginx
+	scripts/ensure-traefik .venv-lowest
 	scripts/ensure-prometheus
 	.venv-lowest/bin/python -m pytest -q
 
