@@ -1,10 +1,11 @@
-# The service as a container: a slim Python, the package installed from this repository (as `make
-# install` does), run as a non-root user. Build: docker build -t tornado-rate-limiter:0.2.0 .
+# The service as a container: a slim Python, the package installed from this repository at the versions
+# of constraints.txt (as `make install` does), run as a non-root user.
+# Build: docker build -t tornado-rate-limiter:0.2.0 .
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PORT=8080
 WORKDIR /src
 COPY . /src
-RUN python -m pip install --no-cache-dir /src && useradd --uid 10001 --no-create-home limiter
+RUN python -m pip install --no-cache-dir -c /src/constraints.txt /src && useradd --uid 10001 --no-create-home limiter
 WORKDIR /
 USER 10001
 EXPOSE 8080

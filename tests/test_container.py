@@ -22,12 +22,12 @@ def instruction(name: str) -> str:
 
 def test_the_image_runs_the_console_script_as_a_non_root_user_and_checks_livez() -> None:
     """CMD is setup.py's console script, USER is not root, HEALTHCHECK asks /livez on $PORT, and the
-    package is installed from the repository, as `make install` does."""
+    package is installed from the repository at the locked versions, as `make install` does."""
     assert instruction("CMD") == '["tornado-rate-limiter"]'
     assert "tornado-rate-limiter = tornado_rate_limiter.app.cli:main" in (ROOT / "setup.py").read_text()
     assert instruction("USER") not in ("root", "0")
     assert "/livez" in DOCKERFILE.split("HEALTHCHECK", 1)[1]
-    assert "pip install --no-cache-dir /src" in DOCKERFILE
+    assert "pip install --no-cache-dir -c /src/constraints.txt /src" in DOCKERFILE
     assert instruction("FROM").startswith("python:3.11-slim")
     assert (ROOT / ".python-version").read_text().strip() == "3.11"
 
