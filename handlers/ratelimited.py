@@ -110,6 +110,11 @@ class RateLimitConfig:
         label: str = self._cached_label(peer, forwarded)  # type: ignore[attr-defined]
         return label
 
+    def is_trusted_peer(self, peer: str) -> bool:
+        """Whether the socket peer ``peer`` is one of the proxies whose headers are believed."""
+        peer_address = parse_address(peer)
+        return peer_address is not None and self.resolver.is_trusted(peer_address, 0)
+
     def _resolve_label(self, peer: str, forwarded: str) -> str:
         parse = forwarded_for if self.forwarded_header == "forwarded" else x_forwarded_for
         peer_address = parse_address(peer)
@@ -429,8 +434,8 @@ class RateLimitedHandler(tornado.web.RequestHandler):
         return subject
 
     def check_rate_limit(self) -> Awaitable[None]:
-        """Ask the limiter, set the headers, and answer 429 (or 401 for a bad token, 400 for a path whose
-        percent-encoding is malformed) without the handler. Returns an awaitable to await, done already
+        """Ask the limiter, set the headers, and answer 429 (or 401 for a bad token, 400 for a path that is
+        malformed or ambiguous) without the handler. Returns an awaitable to await, done already
         when nothing had to wait."""
         try:  # costs nothing until raised
             config = self.rate_limit_config

@@ -65,7 +65,7 @@ def test_paths_are_normalized_by_envoy_too() -> None:
 
 def test_the_limiter_is_asked_with_only_what_it_needs() -> None:
     """ext_authz asks /check + the original path, forwarding Authorization and X-Forwarded-For (Envoy adds
-    the method, path and Host itself), and fails open only when the limiter cannot answer."""
+    the method, path and Host itself), and fails open (deploy/envoy/README.md says when)."""
     authz = ext_authz()
     assert authz.http_service.path_prefix == "/check" and authz.failure_mode_allow
     forwarded = {pattern.exact for pattern in authz.http_service.authorization_request.allowed_headers.patterns}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -194,25 +195,25 @@ class TestOneProxysHeaders:
         assert response.code == 200 and "Etag" not in response.headers
 
     @pytest.mark.gen_test
-    @pytest.mark.parametrize(
-        "uri",
-        [
-            "/api/%73earch",
-            "/%61pi/search",
-            "//api/search",
-            "/api/./search",
-            "/api/x/../search",
-            "/api/sea%72ch;x=1",
-            "http://app/api/%73earch",
-        ],
-    )
+    @pytest.mark.parametrize("uri", ["/api/%73earch", "/%61pi/search", "/api/sea%72ch;x=1", "http://app/api/%73earch"])
     async def test_every_spelling_of_a_route_is_that_route(self, fetch: Fetch, uri: str) -> None:
-        """The forms that slipped ``^/api/search`` (cost 5 of 10) through nginx are that route: the third
-        search by one client is denied."""
+        """Spellings of ``^/api/search`` (cost 5 of 10) that slipped it through nginx are that route: the
+        third search by one client is denied."""
         address = client_address()
         answers = [await fetch("/check", headers=nginx(address, "POST", uri)) for _ in range(3)]
         assert [response.code for response in answers] == [200, 200, 429]
         assert answers[0].headers["RateLimit-Policy"] == SEARCH
+
+    @pytest.mark.gen_test
+    @pytest.mark.parametrize(
+        "uri", ["//api/search", "/api/./search", "/api/x/../search", "/api/search/..", "/api%2Fsearch"]
+    )
+    async def test_a_spelling_that_is_another_route_as_written_is_a_400(self, fetch: Fetch, uri: str) -> None:
+        """The same route once normalized, another as an application that keeps the path's structure (or
+        decodes its encoded slashes) reads it: refused with 400, never admitted on the cheaper reading."""
+        answers = [await fetch("/check", headers=nginx(client_address(), "POST", uri)) for _ in range(2)]
+        assert [response.code for response in answers] == [400, 400]
+        assert "is another route as" in json.loads(answers[0].body)["detail"]
 
     @pytest.mark.gen_test
     async def test_a_malformed_encoding_is_a_400(self, fetch: Fetch) -> None:
@@ -323,3 +324,20 @@ async def test_the_proxy_configs_pass_on_every_header_the_limiter_sends(fetch: F
             assert envoy_allows(name, section), (section, name)
             if response is allowed:
                 assert f'- "{name}"' in traefik, name
+
+
+class TestMisconfiguredProxy:
+    @pytest.fixture
+    def forward_auth(self) -> str:
+        return "nginx"
+
+    @pytest.mark.gen_test
+    async def test_a_trusted_proxy_without_the_uri_header_is_named_in_the_log(
+        self, fetch: Fetch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Traefik's headers sent to a limiter told RATE_LIMIT_FORWARD_AUTH=nginx: limited on its own path,
+        which no route matches, so the log says which header was missing and which setting to check."""
+        with caplog.at_level(logging.WARNING, logger="tornado_rate_limiter.forward_auth"):
+            response = await fetch("/check", headers=traefik(client_address()))
+        assert response.code == 200 and response.headers["RateLimit-Policy"] == BURST
+        assert "without X-Original-URI: is RATE_LIMIT_FORWARD_AUTH right?" in caplog.text

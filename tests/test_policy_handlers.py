@@ -131,7 +131,7 @@ class TestRouteCase:
 
     @pytest.mark.gen_test
     async def test_insensitive_routes_match_letters_of_either_case(self, fetch: Fetch) -> None:
-        """RATE_LIMIT_ROUTE_CASE=insensitive: POST /API/Echo/SEARCH is the search route (cost 5)."""
+        """RATE_LIMIT_ROUTE_CASE=insensitive: POST /api/echo/SEARCH is the search route (cost 5)."""
         response = await fetch("/api/echo/SEARCH", method="POST", body="", headers=client(fresh_address()))
         assert response.headers["RateLimit-Policy"] == '"search";q=10;w=10000'
 
@@ -238,13 +238,20 @@ class TestTiersAndRoutes:
 
     @pytest.mark.gen_test
     async def test_a_route_spelt_otherwise_is_still_that_route(self, fetch: Fetch) -> None:
-        """The application's /api/echo/(.*) handler serves /api/echo/%73earch and /api/echo//search as the
-        search: routes match the normalized path, so both are charged as the search route."""
+        """The application's /api/echo/(.*) handler serves /api/echo/%73earch and /api/echo/search;v=1 as
+        the search: routes match the normalized path, so both are charged as the search route."""
         address = fresh_address()
-        spellings = ["/api/echo/%73earch", "/api/echo//search", "/api/echo/x/../search;v=1"]
+        spellings = ["/api/echo/%73earch", "/api/echo/s%65arch", "/api/echo/sea%72ch;v=1"]
         posts = [await fetch(path, method="POST", body="", headers=client(address)) for path in spellings]
         assert [response.code for response in posts] == [200, 200, 429]
         assert {response.headers["RateLimit-Policy"] for response in posts} == {'"search";q=10;w=10000'}
+
+    @pytest.mark.gen_test
+    async def test_a_path_that_tornado_routes_otherwise_is_a_400(self, fetch: Fetch) -> None:
+        """Tornado routes /api/echo/x/../search as written (its handler gets ``x/../search``), the route table
+        on the normalized /api/echo/search: another route each way, so it is refused, never the cheaper."""
+        response = await fetch("/api/echo/x/../search", method="POST", body="", headers=client(fresh_address()))
+        assert response.code == 400 and "is another route as" in problem(response)["detail"]
 
     @pytest.mark.gen_test
     async def test_routes_are_case_sensitive_by_default(self, fetch: Fetch) -> None:

@@ -292,12 +292,12 @@ def test_a_control_byte_in_a_header_is_refused_by_traefik(
 )
 def test_the_search_route_however_spelt_costs_a_search(stack: Stack, target: str) -> None:
     """The search route spelt seven other ways is still found (2 admitted, not the 3 of a path off the
-    route), and what the application served is /api/search (path parameters cut, as servlet containers
-    route). Traefik decodes unreserved characters, removes dot segments and repeated slashes and reduces
-    the absolute form itself; the limiter normalizes what is left (;x=1)."""
+    route), and what the application served is /api/search (wsgiref keeps the ;x=1 of the last form in
+    its path, which the route table cuts, as servlet containers do). Traefik decodes unreserved
+    characters, removes dot segments and repeated slashes and reduces the absolute form itself; the
+    limiter normalizes what is left (;x=1)."""
     client = new_client()
     answers = [send(stack.shipped, client, target) for _ in range(SEARCHES + 2)]
-    assert [answer.status for answer in answers].count(200) <= SEARCHES
     assert [answer.status for answer in answers] == [200, 200, 429, 429]
     assert seen(answers[0])["path"].split(";")[0] == "/api/search"
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tornado_rate_limiter.limiter.algorithms import AnyPolicy, algorithm_for
-from tornado_rate_limiter.limiter.policies.paths import AmbiguousPath, normalize_path, with_separators_decoded
+from tornado_rate_limiter.limiter.policies.paths import AmbiguousPath, normalize_path, other_readings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ENFORCE, SHADOW = "enforce", "shadow"
@@ -174,16 +174,20 @@ class PolicySet:
         """The cost and the policies of a request by an identity of ``kind`` (``ip`` or ``user``) to ``path``
         (a request target, normalized here: every spelling of a path gets its route); ``any_case`` matches
         the routes' letters in either case. When there are routes to match: MalformedPath for a malformed
-        percent-encoding, AmbiguousPath for a path whose encoded slashes (``%2F``, ``%5C``) make it
-        another route once an application decodes them, as WSGI does: either reading could be served."""
+        percent-encoding, AmbiguousPath for a path that is another route as some server reads it (its dot
+        segments, repeated slashes or parameters kept, as Tornado and Express route; its encoded slashes
+        decoded, as WSGI does): any reading could be the one served."""
         matched = -1
         if self.routes:
-            path = normalize_path(path)
-            matched = self._route_of(method, path, any_case)
-            decoded = with_separators_decoded(path)
-            if decoded is not None and self._route_of(method, decoded, any_case) != matched:
-                message = f"the path {path!r} is another route when its encoded slashes are read as slashes"
-                raise AmbiguousPath(message)
+            normalized = normalize_path(path)
+            matched = self._route_of(method, normalized, any_case)
+            for reading in other_readings(path, normalized):
+                if self._route_of(method, reading, any_case) != matched:
+                    message = (
+                        f"the path {normalized!r} is another route as {reading!r}, as a server that keeps dot "
+                        "segments, repeated slashes or parameters, or decodes encoded slashes, reads it"
+                    )
+                    raise AmbiguousPath(message)
         memo_key = (kind, tier, matched)
         limits = self._limits.get(memo_key)
         if limits is None:

@@ -9,16 +9,18 @@ percent-encoded, path parameters (``;x=1``, which Tomcat and Jetty drop) are cut
 repeated slashes are collapsed and dot segments removed (section 5.2.4). A malformed percent-encoding
 raises MalformedPath: such a request is refused, never passed unmatched.
 
-An encoded slash or backslash (``%2F``, ``%5C``) keeps its meaning here, but many applications decode it
-into a separator (WSGI's PATH_INFO does): ``with_separators_decoded`` gives that reading, so the route
-table can refuse a path whose two readings are different routes (``AmbiguousPath``).
+Servers differ in what they do with a path's structure: Tornado, Express and Werkzeug route on it as
+written (``/api/search/..`` is under ``/api/search/``), Tomcat and Traefik as normalized here, and WSGI
+decodes an encoded slash or backslash (``%2F``, ``%5C``) into a separator, which normalization keeps as a
+character. ``other_readings`` gives those readings, so the route table can refuse a path that is another
+route under one of them (``AmbiguousPath``): whichever reading the application takes, it is charged right.
 """
 
 from __future__ import annotations
 
 import re
 
-# What may stand in a normalized path as it is: unreserved characters, sub-delims but ";" (cut as a path
+# What may stand in a path as it is: unreserved characters, sub-delims (";" too: cut later as a path
 # parameter), ":", "@", "/" and the "%" of an encoding.
 _KEPT = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,=:@/%;]")
 # A path that is already normalized matches none of these, and is returned as it is (most requests).
@@ -34,7 +36,8 @@ class MalformedPath(ValueError):
 
 
 class AmbiguousPath(MalformedPath):
-    """A path whose encoded slash makes it another route when an application decodes it; safe to show."""
+    """A path that is another route as some server reads it (its dot segments, repeated slashes or
+    parameters kept, its encoded slashes decoded): refused like a malformed one. The message is safe to show."""
 
 
 _ENCODED_SEPARATOR = re.compile(r"%2F|%5C")
@@ -45,29 +48,38 @@ def normalize_path(target: str) -> str:
     routes match; MalformedPath for a ``%`` not followed by two hex digits."""
     if target.startswith("/") and _NEEDS_WORK.search(target) is None:
         return target
+    return _remove_dot_segments(_as_written(target))
+
+
+def other_readings(target: str, normalized: str) -> set[str]:
+    """The paths other than ``normalized`` (``normalize_path(target)``) that servers may route ``target`` on:
+    as written (dot segments, repeated slashes and parameters kept), and each with its encoded slashes
+    and backslashes decoded into separators. Empty for a target already normalized (most requests)."""
+    if target == normalized and "%2F" not in normalized and "%5C" not in normalized:
+        return set()
+    as_written = _as_written(target)
+    readings = {as_written, _ENCODED_SEPARATOR.sub("/", as_written)}
+    readings.add(_remove_dot_segments(_ENCODED_SEPARATOR.sub("/", normalized)))
+    readings.discard(normalized)
+    return readings
+
+
+def _as_written(target: str) -> str:
+    """The path of ``target`` with its encodings normalized and its structure as written: the absolute form
+    reduced to its path, the query and fragment cut, unreserved characters decoded, others encoded."""
     absolute = _ABSOLUTE_FORM.match(target)
     if absolute is not None:
-        target = target[absolute.end() :]
+        target = target[absolute.end() :] or "/"
     path = target.split("?", 1)[0].split("#", 1)[0]
     path = _KEPT.sub(_encode_character, path)
-    if "%" in path:
-        path = _decode_unreserved(path)
-    return _remove_dot_segments(path)
-
-
-def with_separators_decoded(path: str) -> str | None:
-    """Normalized ``path`` as an application that decodes ``%2F`` and ``%5C`` into separators routes it,
-    normalized again; None when it has neither."""
-    if "%2F" not in path and "%5C" not in path:
-        return None
-    return normalize_path(_ENCODED_SEPARATOR.sub("/", path))
+    return _decode_unreserved(path) if "%" in path else path
 
 
 def _encode_character(match: re.Match[str]) -> str:
     """A character that may not stand in a path as its percent-encoded bytes (a request line's bytes come
     as Latin-1 characters, so each is one byte; any other character as its UTF-8)."""
     character = match.group()
-    data = character.encode("latin-1") if ord(character) < 256 else character.encode("utf-8")
+    data = character.encode("latin-1") if ord(character) < 256 else character.encode("utf-8", "surrogatepass")
     return "".join(f"%{byte:02X}" for byte in data)
 
 
