@@ -24,39 +24,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import proxy_stack
 from tests.nginx_process import Nginx
+from tests.proxy_stack import SEARCH_SPELLINGS, lenient_app, policy_file
 from tests.raw_http import Answer, request
 from tests.redis_process import RedisProcess
 from tests.service_process import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-POLICY_FILE = """
-[policies.burst]
-capacity = 10
-refill_rate = 0.001
-
-[policies.search]
-capacity = 10
-refill_rate = 0.001
-
-[identities.ip]
-policies = ["burst"]
-
-[[routes]]
-path = "^/api/search"
-cost = 5
-policies = { ip = ["search"] }
-"""
-PATH_FORMS = (
-    "/api/%73earch",
-    "/%61pi/search",
-    "//api/search",
-    "/api/./search",
-    "/api/x/../search",
-    "/api/sea%72ch;x=1",
-    "http://app/api/%73earch",
-    "/api%2Fsearch",  # an encoded slash, which wsgiref decodes into a separator
-)
+BURST = 10  # requests per client (searches: 2)
+PATH_FORMS = (*SEARCH_SPELLINGS, "/api%2Fsearch")  # and an encoded slash, which wsgiref decodes
 Headers = list[tuple[str, str | bytes]]
 _clients = itertools.count(2)
 
@@ -86,18 +63,10 @@ class Stack:
 @contextmanager
 def stack(tree: Path) -> Iterator[Stack]:
     directory = Path(tempfile.mkdtemp(prefix="rl-proxy-attacks-"))
-    (directory / "limits.toml").write_text(POLICY_FILE)
     redis_server = RedisProcess().start()
-    app = ServiceProcess()
-    app.command = [sys.executable, "-m", "tests.lenient_app", str(app.port)]
-    env = {
-        "REDIS_URL": redis_server.url,
-        "RATE_LIMIT_CONFIG": str(directory / "limits.toml"),
-        "RATE_LIMIT_TRUSTED_PROXIES": "127.0.0.1",
-        "PYTHONPATH": str(tree),
-    }
-    limiter = ServiceProcess(env, cwd=tree)
-    behind_traefik = ServiceProcess({**env, "RATE_LIMIT_FORWARD_AUTH": "traefik"}, cwd=tree)
+    policy = policy_file(directory, BURST)
+    app = lenient_app()
+    limiter, behind_traefik = (proxy_stack.limiter(redis_server, policy, proxy, tree) for proxy in ("nginx", "traefik"))
     started: list[ServiceProcess | Nginx] = []
     try:
         for service in (app, limiter, behind_traefik):

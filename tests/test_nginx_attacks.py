@@ -10,7 +10,6 @@ import itertools
 import json
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,31 +17,16 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests import proxy_stack
 from tests.nginx_process import Nginx
+from tests.proxy_stack import SEARCHES, lenient_app, policy_file
 from tests.raw_http import Answer, request
 from tests.redis_process import RedisProcess
 from tests.service_process import ServiceProcess
 
 pytestmark = pytest.mark.process
 
-POLICY_FILE = """
-[policies.burst]
-capacity = 3
-refill_rate = 0.001
-
-[policies.search]
-capacity = 10
-refill_rate = 0.001
-
-[identities.ip]
-policies = ["burst"]
-
-[[routes]]
-path = "^/api/search"
-cost = 5
-policies = { ip = ["search"] }
-"""
-BURST, SEARCHES = 3, 2  # what one client may be admitted: 3 requests, or 2 searches of cost 5 out of 10
+BURST = 3  # what one client may be admitted: 3 requests (or 2 searches)
 
 
 @dataclass
@@ -59,17 +43,8 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Redis, the lenient application, the limiter (the policy file above, nginx trusted) and nginx."""
     directory = tmp_path_factory.mktemp("nginx-attacks")
-    (directory / "limits.toml").write_text(POLICY_FILE)
     redis_server = RedisProcess().start()
-    app = ServiceProcess()
-    app.command = [sys.executable, "-m", "tests.lenient_app", str(app.port)]
-    limiter = ServiceProcess(
-        {
-            "REDIS_URL": redis_server.url,
-            "RATE_LIMIT_CONFIG": str(directory / "limits.toml"),
-            "RATE_LIMIT_TRUSTED_PROXIES": "127.0.0.1",
-        }
-    )
+    app, limiter = lenient_app(), proxy_stack.limiter(redis_server, policy_file(directory, BURST), "nginx")
     started: list[ServiceProcess | Nginx] = []
     try:
         for process in (app, limiter):

@@ -132,15 +132,21 @@ class TestProperties:
         assert charged == policy_set.limits_for("ip", "GET", path)
 
 
+def search_route() -> PolicySet:
+    """A burst of 10 per client, and ^/api/search at cost 5 of a policy of its own."""
+    policies = {"burst": TokenBucket(10, 1.0, name="burst"), "search": TokenBucket(10, 1.0, name="search")}
+    routes = (Route(r"^/api/search", cost=5.0, policies={"ip": ("search",)}),)
+    return PolicySet(policies, ip_policies=("burst",), routes=routes)
+
+
+@pytest.fixture
+def policy_set() -> PolicySet:
+    return search_route()
+
+
 class TestEncodedSlashes:
     """An application that decodes ``%2F`` into a separator (WSGI does) routes ``/api%2Fsearch`` as
     ``/api/search``: the route table refuses a path whose two readings are different routes."""
-
-    @pytest.fixture
-    def policy_set(self) -> PolicySet:
-        policies = {"burst": TokenBucket(10, 1.0, name="burst"), "search": TokenBucket(10, 1.0, name="search")}
-        routes = (Route(r"^/api/search", cost=5.0, policies={"ip": ("search",)}),)
-        return PolicySet(policies, ip_policies=("burst",), routes=routes)
 
     @pytest.mark.parametrize(
         "target",
@@ -163,9 +169,7 @@ class TestEncodedSlashes:
     def test_the_route_charged_is_the_route_of_both_readings(self, parts: list[str]) -> None:
         """Invariant: a path the route table accepts is charged the route it has whether or not its encoded
         slashes are separators."""
-        policies = {"burst": TokenBucket(10, 1.0, name="burst"), "search": TokenBucket(10, 1.0, name="search")}
-        routes = (Route(r"^/api/search", cost=5.0, policies={"ip": ("search",)}),)
-        policy_set = PolicySet(policies, ip_policies=("burst",), routes=routes)
+        policy_set = search_route()
         target = "/" + "".join(parts)
         try:
             charged = policy_set.limits_for("ip", "GET", target)
@@ -178,12 +182,6 @@ class TestEncodedSlashes:
 class TestStructureKept:
     """Tornado, Express and Werkzeug route on the path as written: ``/api/search/..`` is a term of the
     search to them, ``/`` once normalized. A path that is another route with its structure kept is refused."""
-
-    @pytest.fixture
-    def policy_set(self) -> PolicySet:
-        policies = {"burst": TokenBucket(10, 1.0, name="burst"), "search": TokenBucket(10, 1.0, name="search")}
-        routes = (Route(r"^/api/search", cost=5.0, policies={"ip": ("search",)}),)
-        return PolicySet(policies, ip_policies=("burst",), routes=routes)
 
     @pytest.mark.parametrize(
         "target",

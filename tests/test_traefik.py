@@ -10,7 +10,6 @@ Every Traefik runs twice over: with the shipped ``authRequestHeaders`` (only Aut
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,34 +19,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests import raw_http
+from tests import proxy_stack, raw_http
+from tests.proxy_stack import SEARCH_SPELLINGS, SEARCHES, lenient_app, policy_file
 from tests.redis_process import RedisProcess
 from tests.service_process import ServiceProcess
 from tests.traefik_process import STATIC, Traefik, traefik_binary
 
 pytestmark = pytest.mark.process
 
-# One policy per anonymous client (3 at once, refilled too slowly to matter), and a search route that
-# costs 5 of a policy of its own of 10: 2 searches per client.
-POLICY = """
-[policies.burst]
-capacity = 3
-refill_rate = 0.001
-
-[policies.search]
-capacity = 10
-refill_rate = 0.001
-
-[identities.ip]
-policies = ["burst"]
-
-[[routes]]
-path = "^/api/search"
-cost = 5
-policies = { ip = ["search"] }
-"""
 BURST = 3
-SEARCHES = 2
 RATE_LIMIT_HEADERS = (
     "ratelimit-policy",
     "ratelimit",
@@ -106,19 +86,8 @@ def running_stack(directory: Path, *, all_headers: bool) -> Iterator[Stack]:
     """Start Redis, the application, the limiter (RATE_LIMIT_FORWARD_AUTH=traefik, Traefik trusted) and
     Traefik; stop every one of them, whatever happens."""
     assert traefik_binary(), "traefik is missing: scripts/ensure-traefik installs it (make test runs it)"
-    policy = directory / "limits.toml"
-    policy.write_text(POLICY)
     redis_server = RedisProcess().start()
-    app = ServiceProcess()
-    app.command = [sys.executable, "-m", "tests.lenient_app", str(app.port)]
-    limiter = ServiceProcess(
-        {
-            "REDIS_URL": redis_server.url,
-            "RATE_LIMIT_CONFIG": str(policy),
-            "RATE_LIMIT_FORWARD_AUTH": "traefik",
-            "RATE_LIMIT_TRUSTED_PROXIES": "127.0.0.1",
-        }
-    )
+    app, limiter = lenient_app(), proxy_stack.limiter(redis_server, policy_file(directory, BURST), "traefik")
     started: list[ServiceProcess | Traefik] = []
     try:
         app.start()
@@ -278,18 +247,7 @@ def test_a_control_byte_in_a_header_is_refused_by_traefik(
     assert answers == [400] * 20
 
 
-@pytest.mark.parametrize(
-    "target",
-    [
-        "/api/%73earch",
-        "/%61pi/search",
-        "//api/search",
-        "/api/./search",
-        "/api/x/../search",
-        "/api/sea%72ch;x=1",
-        "http://app/api/%73earch",
-    ],
-)
+@pytest.mark.parametrize("target", SEARCH_SPELLINGS)
 def test_the_search_route_however_spelt_costs_a_search(stack: Stack, target: str) -> None:
     """The search route spelt seven other ways is still found (2 admitted, not the 3 of a path off the
     route), and what the application served is /api/search (wsgiref keeps the ;x=1 of the last form in
