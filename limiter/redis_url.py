@@ -67,7 +67,7 @@ def check_url(url: str) -> None:
             raise ValueError("a Redis Cluster has database 0 only: no path after the hosts")
     else:
         _check_db(parts.path.strip("/"))
-    if parts.scheme != "rediss" and "ssl_" in parts.query:
+    if parts.scheme != "rediss" and any(name.startswith("ssl_") for name in query):  # by name: not in values
         raise ValueError("ssl_* parameters need a rediss:// URL (TLS with Cluster or Sentinel is not supported yet)")
     _check_tls_parameters(query)
     if parts.scheme in CLUSTER_SCHEMES and query.get("db", ["0"]) != ["0"]:

@@ -16,6 +16,7 @@ class TestCheckUrl:
             ("redis+cluster://a:1,b:2?db=3", "database 0 only"),
             ("redis://h:6379/0?bogus=1", "unknown query parameter 'bogus'"),
             ("redis://h:6379/x1", "the database must be a whole number"),
+            ("redis://h:6379/0?ssl_cert_reqs=none", "ssl_\\* parameters need a rediss:// URL"),
         ],
     )
     def test_a_url_that_would_fail_later_is_refused_now(self, url: str, words: str) -> None:
@@ -24,10 +25,16 @@ class TestCheckUrl:
             check_url(url)
 
     @pytest.mark.parametrize(
-        "url", ["rediss://h:6379/0?ssl_cert_reqs=none", "redis+cluster://a:1?db=0", "redis://h:6379/2?client_name=api"]
+        "url",
+        [
+            "rediss://h:6379/0?ssl_cert_reqs=none",
+            "redis+cluster://a:1?db=0",
+            "redis://h:6379/2?client_name=api",
+            "redis://h:6379/0?client_name=no_ssl_x",  # "ssl_" in a value names no parameter
+        ],
     )
     def test_good_urls_pass(self, url: str) -> None:
-        """The forms the README documents are accepted."""
+        """The forms the README documents are accepted, whatever their values hold."""
         check_url(url)
 
 
