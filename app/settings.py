@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from tornado_rate_limiter.app.connections import default_max_connections
 from tornado_rate_limiter.handlers.forward_auth import ORIGINAL_REQUEST_HEADERS
-from tornado_rate_limiter.handlers.ratelimited import ROUTE_CASES
+from tornado_rate_limiter.handlers.ratelimited import FORWARDED_HEADERS, ROUTE_CASES
 from tornado_rate_limiter.limiter import FixedWindow, Policy, SlidingWindow
 from tornado_rate_limiter.limiter.algorithms import BY_NAME, AnyPolicy
 from tornado_rate_limiter.limiter.algorithms.window import MIN_WINDOW
@@ -328,9 +328,7 @@ class Settings:
             failure_strategy=_choice(environ, "RATE_LIMIT_FAILURE_STRATEGY", cls.failure_strategy, ("open", "closed")),
             trusted_proxies=_networks(environ, "RATE_LIMIT_TRUSTED_PROXIES"),
             trusted_hops=_integer(environ, "RATE_LIMIT_TRUSTED_HOPS", cls.trusted_hops, 0, 16),
-            forwarded_header=_choice(
-                environ, "RATE_LIMIT_FORWARDED_HEADER", cls.forwarded_header, ("x-forwarded-for", "forwarded")
-            ),
+            forwarded_header=_choice(environ, "RATE_LIMIT_FORWARDED_HEADER", cls.forwarded_header, FORWARDED_HEADERS),
             forward_auth=_choice(environ, "RATE_LIMIT_FORWARD_AUTH", cls.forward_auth, FORWARD_AUTH_CHOICES),
             route_case=_choice(environ, "RATE_LIMIT_ROUTE_CASE", cls.route_case, ROUTE_CASE_CHOICES),
             ipv6_prefix=_integer(environ, "RATE_LIMIT_IPV6_PREFIX", cls.ipv6_prefix, 32, 128),

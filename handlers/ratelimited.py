@@ -41,6 +41,7 @@ from tornado_rate_limiter.limiter.verdict import Charge, Verdict
 
 SETTINGS_KEY = "rate_limit"  # where the Application's settings hold the RateLimitConfig
 ROUTE_CASES = ("sensitive", "insensitive")
+FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")  # which forwarding header trusted proxies append to
 
 
 def default_policies() -> dict[str, Policy]:
@@ -70,6 +71,13 @@ class RateLimitConfig:
     route_case: str = "sensitive"  # or "insensitive": the routes' paths match letters of either case
 
     def __post_init__(self) -> None:
+        header = self.forwarded_header.lower()  # compared in lower case below: "Forwarded" must mean it too
+        if header not in FORWARDED_HEADERS:
+            message = (
+                f"forwarded_header={self.forwarded_header!r} is not valid: expected {' or '.join(FORWARDED_HEADERS)}"
+            )
+            raise ValueError(message)
+        object.__setattr__(self, "forwarded_header", header)
         if self.route_case not in ROUTE_CASES:
             message = f"route_case={self.route_case!r} is not valid: expected {' or '.join(ROUTE_CASES)}"
             raise ValueError(message)

@@ -163,3 +163,20 @@ class TestLongHeaders:
         assert label == config.client_label("127.0.0.1", tail)
         assert x_forwarded_for([self.LONG]) == tail.split(",")
         assert len(forwarded_for([",".join(f"for={a}" for a in self.LONG.split(","))])) == MAX_FORWARDED_ENTRIES
+
+
+class TestForwardedHeaderName:
+    @pytest.mark.parametrize("name", ["Forwarded", "FORWARDED", "forwarded"])
+    def test_the_header_is_named_in_any_case(self, name: str) -> None:
+        """RateLimitConfig(forwarded_header="Forwarded") behind a trusted proxy reads Forwarded: two clients
+        are two (every client was counted as the proxy, 127.0.0.1, when the name was not in lower case)."""
+        proxy = ClientAddressResolver((ipaddress.ip_network("127.0.0.1/32"),))
+        config = RateLimitConfig(limiter=RateLimiter(LocalBackend()), resolver=proxy, forwarded_header=name)
+        assert config.forwarded_header == "forwarded"
+        assert config.client_label("127.0.0.1", "for=192.0.2.1") == "192.0.2.1"
+        assert config.client_label("127.0.0.1", "for=192.0.2.2") == "192.0.2.2"
+
+    def test_another_header_is_refused(self) -> None:
+        """A header the limiter does not read is a ValueError naming it and the two it reads."""
+        with pytest.raises(ValueError, match="forwarded_header='X-Real-IP' is not valid: expected x-forwarded-for or"):
+            RateLimitConfig(limiter=RateLimiter(LocalBackend()), forwarded_header="X-Real-IP")
