@@ -95,9 +95,10 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        """The state now; an OPEN breaker whose cool-down has passed reads as HALF_OPEN."""
+        """The state now, read without changing anything (a Prometheus scrape reads it): an OPEN breaker
+        whose cool-down has passed reads as HALF_OPEN, and becomes so at the next call."""
         if self._state is BreakerState.OPEN and self._clock() >= self._open_until:
-            self._move_to(BreakerState.HALF_OPEN)
+            return BreakerState.HALF_OPEN
         return self._state
 
     def remaining_cooldown(self) -> float:
@@ -109,6 +110,8 @@ class CircuitBreaker:
     def before_call(self) -> Permit:
         """Permission to call, or CircuitOpenError (with the seconds to wait) when calls are refused."""
         state = self.state
+        if state is not self._state:  # the cool-down has passed: half-open from this call on
+            self._move_to(state)
         if state is BreakerState.CLOSED:
             return Permit(self._generation, probe=False)
         now = self._clock()

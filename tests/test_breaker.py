@@ -94,6 +94,19 @@ class TestOpen:
         assert breaker.state is BreakerState.HALF_OPEN
         assert breaker.before_call().probe
 
+    def test_reading_the_state_changes_nothing(self) -> None:
+        """The scrape reads the state: past the cool-down it reads HALF_OPEN as often as it is read, with no
+        transition announced, until a call makes it so (and that call is the probe)."""
+        changes: list[tuple[BreakerState, BreakerState]] = []
+        clock = FakeClock()
+        breaker = CircuitBreaker(CONFIG, clock=clock, rng=random.Random(0), on_change=lambda *c: changes.append(c))
+        fail(breaker, 3)
+        clock.now += 2.0
+        assert [breaker.state for _ in range(3)] == [BreakerState.HALF_OPEN] * 3
+        assert changes == [(BreakerState.CLOSED, BreakerState.OPEN)]
+        assert breaker.before_call().probe
+        assert changes[-1] == (BreakerState.OPEN, BreakerState.HALF_OPEN)
+
     def test_cooldown_doubles_with_each_failed_probe_up_to_the_cap(self) -> None:
         """Failed probes give cool-downs of 2, 4, 8, 8 s (the cap)."""
         breaker, clock = make()
