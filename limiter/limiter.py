@@ -28,6 +28,7 @@ FAIL_OPEN = "open"
 FAIL_CLOSED = "closed"
 # The same backend error is logged at most once per this many seconds: an outage must not flood the log.
 _ERROR_LOG_INTERVAL = 5.0
+_OUTAGE, _BUG = "outage", "bug"  # the kinds of Redis error, each logged at that rate
 # One process of a million: a smaller share scales no real limit and makes rates too small to compute.
 MIN_FALLBACK_SHARE = 1e-6
 # A fail-closed denial while the breaker has not opened yet (no cool-down to report) says to retry in 1 s.
@@ -71,7 +72,7 @@ class RateLimiter:
             self.metrics.watch_denial_cache(primary.over_limit)
             self.metrics.redis_timeout.set(primary.timeout)
         self._scaled_policies: dict[AnyPolicy, AnyPolicy] = {}
-        self._last_error_logged = -_ERROR_LOG_INTERVAL
+        self._last_error_logged: dict[str, float] = {}  # by kind: an outage's lines never hide a bug's
         self._primary_failing = False
         self._probe: asyncio.Task[None] | None = None
         self._warned_eviction = False
@@ -156,7 +157,7 @@ class RateLimiter:
             self._primary_failing = True
             self.metrics.errors.inc()
             log.error("%s; deciding by the fail-%s strategy until it is", exc, self.failure_strategy)
-            self._last_error_logged = time.monotonic()
+            self._last_error_logged[_OUTAGE] = time.monotonic()
             return False
         self._note_eviction()
         return True
@@ -196,14 +197,14 @@ class RateLimiter:
             self.breaker.on_failure(permit)
             self._primary_failing = True
             self.metrics.errors.inc()
-            self._log_error(f"Redis failed, deciding by the fail-{self.failure_strategy} strategy: {exc}")
+            self._log_error(_OUTAGE, f"Redis failed, deciding by the fail-{self.failure_strategy} strategy: {exc}")
             return await without_redis()
         except Exception:  # not an outage but a bug (WRONGTYPE, a call the client refuses): loud, yet the
             # client is still answered (the cost was checked before, so this is never the caller's mistake)
             self.breaker.on_cancel(permit)
             self.metrics.errors.inc()
             names = repr(what) if isinstance(what, str) else ", ".join(repr(charge.policy.name) for charge in what)
-            self._log_error(f"Redis rejected the call for {names} (a bug, not an outage)", traceback=True)
+            self._log_error(_BUG, f"Redis rejected the call for {names} (a bug, not an outage)", traceback=True)
             return await without_redis()
         except BaseException:  # cancelled (the client went away): nothing about Redis
             self.breaker.on_cancel(permit)
@@ -272,7 +273,7 @@ class RateLimiter:
         except BackendError as exc:
             self.breaker.on_failure(permit)
             self.metrics.errors.inc()
-            self._log_error(f"Redis is still failing: {exc}")
+            self._log_error(_OUTAGE, f"Redis is still failing: {exc}")
         else:
             self.breaker.on_success(permit)
             self._primary_failing = False
@@ -313,11 +314,12 @@ class RateLimiter:
         admitting: AnyPolicy = algorithm.admitting(scaled, cost)
         return admitting
 
-    def _log_error(self, message: str, traceback: bool = False) -> None:
-        """Log at most one Redis error every few seconds: an outage or a hot bad key must not flood the log."""
+    def _log_error(self, kind: str, message: str, traceback: bool = False) -> None:
+        """Log at most one Redis error of ``kind`` every few seconds: an outage or a hot bad key must not
+        flood the log, and neither may hide the other."""
         now = time.monotonic()
-        if now - self._last_error_logged >= _ERROR_LOG_INTERVAL:
-            self._last_error_logged = now
+        if now - self._last_error_logged.get(kind, -_ERROR_LOG_INTERVAL) >= _ERROR_LOG_INTERVAL:
+            self._last_error_logged[kind] = now
             log.error(message, exc_info=traceback)
 
     async def close(self) -> None:

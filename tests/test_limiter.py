@@ -184,6 +184,28 @@ class TestWhatCountsAsAnOutage:
         asyncio.run(scenario())
         assert "WRONGTYPE" in caplog.text and "Traceback" in caplog.text
 
+    def test_a_bug_is_logged_right_after_an_outage_line(
+        self, own_redis: RedisProcess, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The log throttle is per kind of error: a WRONGTYPE traceback a moment after an outage's line (an
+        out-of-memory reply) is logged all the same, not dropped as a repeat within 5 s."""
+        control = own_redis.client()
+        control.set("ballast", "x" * 100_000)
+        control.config_set("maxmemory-policy", "noeviction")
+        control.config_set("maxmemory", 1)
+
+        async def scenario() -> None:
+            limiter = limiter_on(own_redis)
+            assert (await limiter.acquire("fine", POLICY)).degraded  # the outage, logged
+            control.config_set("maxmemory", 0)
+            control.hset("rl:{wrong}:lim", "a", "b")
+            assert (await limiter.acquire("wrong", POLICY)).degraded  # the bug, logged too
+            await limiter.close()
+
+        asyncio.run(scenario())
+        assert "Redis failed" in caplog.text and "OutOfMemoryError" in caplog.text
+        assert "WRONGTYPE" in caplog.text and "a bug, not an outage" in caplog.text
+
     def test_an_error_that_is_not_redis_own_is_a_bug_too(
         self, own_redis: RedisProcess, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
     ) -> None:
