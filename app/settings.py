@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from tornado_rate_limiter.app.connections import default_max_connections
 from tornado_rate_limiter.handlers.forward_auth import ORIGINAL_REQUEST_HEADERS
 from tornado_rate_limiter.handlers.ratelimited import FORWARDED_HEADERS, ROUTE_CASES
-from tornado_rate_limiter.limiter import FixedWindow, Policy, SlidingWindow
+from tornado_rate_limiter.limiter import Policy
 from tornado_rate_limiter.limiter.algorithms import BY_NAME, AnyPolicy
 from tornado_rate_limiter.limiter.algorithms.window import MIN_WINDOW
 from tornado_rate_limiter.limiter.breaker import BreakerConfig
@@ -414,24 +414,23 @@ class Settings:
     @property
     def ip_policy(self) -> AnyPolicy:
         """The limit of each anonymous client."""
-        return _policy(
-            self.ip_algorithm, "ip", (self.ip_capacity, self.ip_refill_rate), (self.ip_limit, self.ip_window)
-        )
+        return self._policy("ip")
 
     @property
     def user_policy(self) -> AnyPolicy:
         """The limit of each authenticated user."""
-        return _policy(
-            self.user_algorithm,
-            "user",
-            (self.user_capacity, self.user_refill_rate),
-            (self.user_limit, self.user_window),
+        return self._policy("user")
+
+    def _policy(self, family: str) -> AnyPolicy:
+        """The policy of ``family`` (ip or user): its algorithm's class, given the settings of its shape
+        (capacity and refill_rate, or limit and window). SettingsError for an algorithm not known."""
+        name = getattr(self, f"{family}_algorithm")
+        algorithm = BY_NAME.get(name)
+        if algorithm is None:  # Settings made in code, unchecked: never a token bucket by default
+            variable = "RATE_LIMIT_ALGORITHM" if family == "ip" else "RATE_LIMIT_USER_ALGORITHM"
+            message = f"{variable}={name!r} is not valid: expected {' or '.join(ALGORITHM_CHOICES)}"
+            raise SettingsError(message)
+        policy: AnyPolicy = algorithm.policy_type(
+            *(getattr(self, f"{family}_{field}") for field in algorithm.fields), name=family
         )
-
-
-def _policy(algorithm: str, name: str, bucket: tuple[float, float], window: tuple[float, float]) -> AnyPolicy:
-    if algorithm == "fixed_window":
-        return FixedWindow(*window, name=name)
-    if algorithm == "sliding_window":
-        return SlidingWindow(*window, name=name)
-    return Policy(*bucket, name=name)
+        return policy

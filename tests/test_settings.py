@@ -10,6 +10,7 @@ from tornado_rate_limiter.app import Settings, SettingsError
 from tornado_rate_limiter.app.settings import SETTINGS_HELP
 from tornado_rate_limiter.handlers import default_policies
 from tornado_rate_limiter.limiter import FixedWindow, Policy, SlidingWindow
+from tornado_rate_limiter.limiter.algorithms import BY_NAME
 
 
 class TestFromEnv:
@@ -258,6 +259,21 @@ class TestAlgorithms:
         with pytest.raises(SettingsError, match=name) as raised:
             Settings.from_env({"RATE_LIMIT_ALGORITHM": "fixed_window", name: value})
         assert "expected" in str(raised.value)
+
+
+class TestAlgorithmNames:
+    @pytest.mark.parametrize("name", sorted(BY_NAME))
+    def test_every_algorithm_makes_its_own_policy(self, name: str) -> None:
+        """Each algorithm the settings know makes a policy of its own class, from its own shape's settings."""
+        settings = Settings(ip_algorithm=name, user_algorithm=name)
+        for policy in (settings.ip_policy, settings.user_policy):
+            assert type(policy) is BY_NAME[name].policy_type
+
+    def test_an_unknown_name_is_refused_not_a_token_bucket(self) -> None:
+        """Settings made in code with a name no algorithm has: a SettingsError naming it (it silently
+        became a token bucket)."""
+        with pytest.raises(SettingsError, match="RATE_LIMIT_USER_ALGORITHM='gcra' is not valid"):
+            _ = Settings(user_algorithm="gcra").user_policy
 
 
 class TestPolicyFile:
