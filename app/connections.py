@@ -163,10 +163,6 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         """Connections with a request under way: its head is in and its response not yet all sent."""
         return sum(1 for client in self._clients.values() if client.busy_since is not None)
 
-    def stop(self) -> None:
-        """Stop accepting; the sweep goes on, so the timeouts still apply while requests drain."""
-        super().stop()
-
     def close_sweeper(self) -> None:
         self._sweeper.stop()
 

@@ -113,7 +113,7 @@ async def serve(
     in_flight = max(application.in_flight, server.busy_connections())
     log.info("stopping: no new connections; finishing %d request(s) in flight", in_flight)
     application.draining = True
-    server.stop()
+    server.stop()  # no new connections; the sweep goes on, so the timeouts still apply while requests drain
     await drain(application, server, time.monotonic() + DRAIN_SECONDS)
     server.close_sweeper()
     await server.close_all_connections()

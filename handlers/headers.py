@@ -89,11 +89,6 @@ def retry_after_seconds(decision: Decision) -> int:
     return max(1, whole_seconds(decision.retry_after))
 
 
-def quota_exceeded_problem(policy: AnyPolicy, decision: Decision) -> dict[str, Any]:
-    """The RFC 9457 problem details body of a 429."""
-    return several_exceeded_problem([policy], [decision])
-
-
 def several_exceeded_problem(policies: Sequence[AnyPolicy], decisions: Sequence[Decision]) -> dict[str, Any]:
     """The 429 body of a request denied by one or more of ``policies``: ``violated-policies`` names every
     one that denied; ``retry_after`` is the longest of their waits."""

@@ -167,9 +167,9 @@ def decide(allowed: bool, kept: BucketState, now: float, policy: Policy, cost: f
         return Decision(True, kept.tokens, 0.0, reset_after, policy.capacity)
     current = refill(kept, now, policy)
     return Decision(
-        allowed=allowed,
+        allowed=False,
         remaining=current.tokens,
-        retry_after=0.0 if allowed else wait_for(kept, now, policy, cost),
+        retry_after=wait_for(kept, now, policy, cost),
         reset_after=full_after(current, now, policy),
         limit=policy.capacity,
     )

@@ -6,9 +6,9 @@ import pytest
 
 from tornado_rate_limiter.handlers.headers import (
     next_token_after,
-    quota_exceeded_problem,
     rate_limit_headers,
     retry_after_seconds,
+    several_exceeded_problem,
 )
 from tornado_rate_limiter.limiter import Decision, FixedWindow, Policy, SlidingWindow
 from tornado_rate_limiter.limiter.bucket import MAX_REFILL_SECONDS
@@ -64,7 +64,7 @@ class TestHeaders:
 
     def test_problem_body(self) -> None:
         """The 429 body follows RFC 9457 with the quota-exceeded type."""
-        problem = quota_exceeded_problem(POLICY, decision(False, 0.2, retry_after=1.6))
+        problem = several_exceeded_problem([POLICY], [decision(False, 0.2, retry_after=1.6)])
         assert problem["retry_after"] == 2 and problem["violated-policies"] == ["api"]
         assert problem["type"].endswith("#quota-exceeded") and problem["status"] == 429
 
@@ -76,7 +76,7 @@ class TestHeaders:
         assert headers["RateLimit-Policy"] in ('"slow";q=60;w=1000000000', '"slow";q=60;w=1000000001')  # rounded up
         for name in ("X-RateLimit-Reset", "X-RateLimit-Remaining", "X-RateLimit-Limit"):
             assert headers[name].isdigit() and len(headers[name]) <= 10
-        problem = quota_exceeded_problem(slow, Decision(False, 0.5, 0.5 / slow.refill_rate, slow.fill_time, 60.0))
+        problem = several_exceeded_problem([slow], [Decision(False, 0.5, 0.5 / slow.refill_rate, slow.fill_time, 60.0)])
         assert 0 < problem["retry_after"] <= MAX_REFILL_SECONDS
 
 

@@ -17,7 +17,6 @@ from tornado_rate_limiter.limiter.policies.paths import AmbiguousPath, normalize
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ENFORCE, SHADOW = "enforce", "shadow"
-IDENTITY_KINDS = ("ip", "user")
 # Clients whose exemption is remembered, per PolicySet: the check parses an address, which costs more
 # than the rest of it, and clients recur; bounded, since addresses come from clients.
 _REMEMBERED_CLIENTS = 16384
