@@ -18,7 +18,7 @@ from tornado_rate_limiter.limiter.errors import CircuitOpenError
 log = logging.getLogger("tornado_rate_limiter.breaker")
 
 
-class BreakerState(enum.Enum):
+class BreakerState(enum.StrEnum):  # each is its own name in /health, logs and labels
     CLOSED = "closed"  # calls go through; failures are counted
     OPEN = "open"  # no calls at all until the cool-down has passed
     HALF_OPEN = "half_open"  # one probe call at a time decides: success closes, failure reopens
@@ -183,8 +183,8 @@ class CircuitBreaker:
         self._window.clear()
         if old is not new:
             if new is BreakerState.OPEN:
-                log.warning("circuit breaker %s -> open for %.1f s", old.value, self._open_until - self._clock())
+                log.warning("circuit breaker %s -> open for %.1f s", old, self._open_until - self._clock())
             else:
-                log.info("circuit breaker %s -> %s", old.value, new.value)
+                log.info("circuit breaker %s -> %s", old, new)
             if self._on_change is not None:
                 self._on_change(old, new)

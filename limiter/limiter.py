@@ -87,7 +87,7 @@ class RateLimiter:
         """What /health shows: the primary backend, the breaker state, whether decisions are degraded."""
         state = self.breaker.state
         degraded = state is not BreakerState.CLOSED or self._primary_failing
-        health: dict[str, object] = {"backend": self.backend_name, "breaker": state.value, "degraded": degraded}
+        health: dict[str, object] = {"backend": self.backend_name, "breaker": str(state), "degraded": degraded}
         if isinstance(self.primary, RedisBackend):  # None until Redis has been reached and asked
             health["redis_evicts_keys"] = self.primary.evicts_keys
         return health

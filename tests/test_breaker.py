@@ -265,3 +265,9 @@ TestBreakerMachine = BreakerMachine.TestCase
 TestBreakerMachine.__doc__ = """The breaker never lets a call through while open, never has two probes out, closes only
 on a probe's success, reopens on a probe's failure, opens after the configured run of failures, ignores
 outcomes of calls from before its last state change, and keeps cool-downs within (0, max_cooldown]."""
+
+
+def test_a_state_is_its_own_name() -> None:
+    """BreakerState is a StrEnum: a state formats as the word /health, the logs and the metrics use."""
+    assert [f"{state}" for state in BreakerState] == ["closed", "open", "half_open"]
+    assert BreakerState("half_open") is BreakerState.HALF_OPEN
