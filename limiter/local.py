@@ -42,7 +42,9 @@ class LocalBackend:
     When full, the least recently used key is evicted (forgetting a key can only give it more quota, so
     eviction errs towards allowing). A key that has been fresh again for ``expiry_slack`` seconds is
     dropped as keys are added; the slack keeps state through small backward steps of the clock.
-    A policy's algorithm and name identify it: keys are kept by name, as in Redis.
+    A policy's algorithm and name identify it. As in Redis, where one key holds a name's state whatever
+    the algorithm, a key charged under a name forgets what another algorithm kept for it under that name
+    (a policy file reloaded with another algorithm for a name starts its keys fresh, on both backends).
     """
 
     def __init__(
@@ -65,6 +67,8 @@ class LocalBackend:
         self._clock = clock
         self._tables: dict[tuple[type, str], list[_Shard]] = {}  # by policy class and name: its shards
         self._tables_lock = threading.Lock()
+        # The tables of the same name under other algorithms, for the names that have several (rare).
+        self._same_name: dict[tuple[type, str], list[list[_Shard]]] = {}
 
     def __len__(self) -> int:
         """The number of keys held."""
@@ -111,6 +115,8 @@ class LocalBackend:
                 entries[key] = stored  # a denial writes nothing, but counts as a use
         finally:
             shard.lock.release()
+        if self._same_name and kept is not None:
+            self._forget_elsewhere(table, key)
         return decision
 
     async def acquire_all(self, charges: Sequence[Charge], now: float | None = None) -> Verdict:
@@ -151,12 +157,31 @@ class LocalBackend:
         finally:
             for _, lock in reversed(locks):
                 lock.release()
+        if self._same_name:
+            for charge, charged in zip(charges, verdict.charged, strict=True):
+                if charged:
+                    self._forget_elsewhere((charge.policy.__class__, charge.policy.name), charge.key)
         return verdict
 
     def _shards_for(self, table: tuple[type, str]) -> list[_Shard]:
         """The shards of one policy, made on first use."""
         with self._tables_lock:  # two threads meeting a new policy must not each make a table
-            return self._tables.setdefault(table, [_Shard() for _ in range(self._shard_count)])
+            shards = self._tables.get(table)
+            if shards is None:
+                shards = self._tables[table] = [_Shard() for _ in range(self._shard_count)]
+                for other, other_shards in self._tables.items():
+                    if other[1] == table[1] and other != table:
+                        self._same_name.setdefault(table, []).append(other_shards)
+                        self._same_name.setdefault(other, []).append(shards)
+            return shards
+
+    def _forget_elsewhere(self, table: tuple[type, str], key: str) -> None:
+        """``key`` was just charged under ``table``'s name: what other algorithms kept under it goes (Redis
+        overwrites the one key the name has)."""
+        for shards in self._same_name.get(table, ()):
+            shard = shards[hash(key) % self._shard_count]
+            with shard.lock:
+                shard.entries.pop(key, None)
 
     def _make_room(
         self, entries: OrderedDict[str, Any], algorithm: Algorithm[Any, Any], policy: AnyPolicy, now: float

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import BackendDriver
-from tornado_rate_limiter.limiter import Policy
+from tornado_rate_limiter.limiter import FixedWindow, Policy, SlidingWindow
+from tornado_rate_limiter.limiter.verdict import Charge
 
 POLICY = Policy(capacity=5, refill_rate=1.0, name="shared")
 T0 = 1_764_000_000.0
@@ -56,6 +57,25 @@ class TestAcquire:
         backend.acquire(key, POLICY, cost=5, now=T0)
         other = Policy(capacity=5, refill_rate=1.0, name="other")
         assert backend.acquire(key, other, cost=5, now=T0).allowed
+
+    def test_a_name_under_another_algorithm_starts_fresh(self, backend: BackendDriver) -> None:
+        """One key, a policy name used by a token bucket, a sliding window and a fixed window in turn (a
+        reload that changes a policy's algorithm), then the sliding window again: each change starts the
+        key fresh, on both backends (the local backend answered 7 left here, Redis 9)."""
+        key = backend.fresh_key()
+        sliding, fixed = SlidingWindow(10, 60, name="api"), FixedWindow(10, 60, name="api")
+        backend.acquire(key, Policy(10, 1.0, name="api"), cost=3, now=T0)
+        assert backend.acquire(key, sliding, cost=2, now=T0).remaining == 8
+        assert backend.acquire(key, fixed, cost=1, now=T0).remaining == 9
+        assert backend.acquire(key, sliding, cost=1, now=T0).remaining == 9
+
+    def test_several_limits_under_another_algorithm_start_fresh(self, backend: BackendDriver) -> None:
+        """The same through acquire_all: a window charged after a bucket of the same name forgets it."""
+        key = backend.fresh_key()
+        bucket, sliding = Policy(10, 1.0, name="api"), SlidingWindow(10, 60, name="api")
+        backend.run(backend.backend.acquire_all([Charge(key, bucket, 4)], now=T0))
+        backend.run(backend.backend.acquire_all([Charge(key, sliding, 1)], now=T0))
+        assert backend.acquire(key, bucket, cost=1, now=T0).remaining == 9
 
     def test_uses_its_own_clock_when_now_is_none(self, backend: BackendDriver) -> None:
         """Without now, the backend's clock drives the bucket: a drained bucket waits about fill_time."""
