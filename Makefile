@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-lowest check install install-test bench
+.PHONY: run test test-lowest test-newest check install install-test bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,12 +36,24 @@ check: install-test
 test-lowest:
 	$(PYTHON) -m venv .venv-lowest
 	.venv-lowest/bin/python -m pip install --quiet --upgrade pip
-	.venv-lowest/bin/python -m pip install --quiet -c constraints-lowest.txt -e '.[test]'
+	.venv-lowest/bin/python -m pip install --quiet -c constraints-lowest.txt -e '.[test,bench]'
 	scripts/ensure-redis-server
 	scripts/ensure-nginx
 	scripts/ensure-traefik .venv-lowest
 	scripts/ensure-prometheus
 	.venv-lowest/bin/python -m pytest -q
+
+# The suite against the newest releases setup.py allows, ignoring constraints.txt: how a release is tried on
+# purpose before the lock (or a bound in setup.py) moves to it.
+test-newest:
+	$(PYTHON) -m venv .venv-newest
+	.venv-newest/bin/python -m pip install --quiet --upgrade pip
+	.venv-newest/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test,bench]'
+	scripts/ensure-redis-server
+	scripts/ensure-nginx
+	scripts/ensure-traefik .venv-newest
+	scripts/ensure-prometheus
+	.venv-newest/bin/python -m pytest -q
 
 # Benchmarks (bench/): installs the peers, runs every measurement once and writes docs/BENCHMARKS.md.
 bench: $(BIN)/python
