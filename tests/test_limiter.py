@@ -33,6 +33,15 @@ def own_redis() -> Iterator[RedisProcess]:
     server.stop()
 
 
+def out_of_memory(server: RedisProcess) -> redis.Redis:
+    """Make ``server`` answer every write with OOM (maxmemory with noeviction); its client, to undo it."""
+    control = server.client()
+    control.set("ballast", "x" * 100_000)
+    control.config_set("maxmemory-policy", "noeviction")
+    control.config_set("maxmemory", 1)
+    return control
+
+
 def limiter_on(server: RedisProcess, **options: object) -> RateLimiter:
     backend = RedisBackend.from_url(server.url, timeout=0.2)
     breaker = CircuitBreaker(FAST_BREAKER, rng=random.Random(0))
@@ -150,10 +159,7 @@ class TestWhatCountsAsAnOutage:
 
     def test_out_of_memory_replies_are_an_outage(self, own_redis: RedisProcess) -> None:
         """maxmemory with noeviction: OOM replies count as failures and clients still get decisions."""
-        control = own_redis.client()
-        control.set("ballast", "x" * 100_000)
-        control.config_set("maxmemory-policy", "noeviction")
-        control.config_set("maxmemory", 1)
+        out_of_memory(own_redis)
 
         async def scenario() -> None:
             limiter = limiter_on(own_redis)
@@ -189,10 +195,7 @@ class TestWhatCountsAsAnOutage:
     ) -> None:
         """The log throttle is per kind of error: a WRONGTYPE traceback a moment after an outage's line (an
         out-of-memory reply) is logged all the same, not dropped as a repeat within 5 s."""
-        control = own_redis.client()
-        control.set("ballast", "x" * 100_000)
-        control.config_set("maxmemory-policy", "noeviction")
-        control.config_set("maxmemory", 1)
+        control = out_of_memory(own_redis)
 
         async def scenario() -> None:
             limiter = limiter_on(own_redis)
